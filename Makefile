@@ -1,0 +1,84 @@
+# bond-injector: the two newcomer commands are `make demo` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+CACHE ?= $(CURDIR)/.cache
+export BOND_INJECTOR_CACHE := $(CACHE)
+export PATH := $(CACHE)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.stamp: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.stamp ## create .venv with the package and its dev tools
+
+.PHONY: deps
+deps: venv ## install system packages and build/cache the Go tools (idempotent)
+	tools/ensure-apt.sh
+	tools/get-kubectl-helm.sh
+	tools/build-go-tools.sh
+
+.PHONY: lint
+lint: venv ## ruff, mypy --strict and the import contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy webhook cni certs tests bench
+	$(VENV)/bin/lint-imports
+
+.PHONY: build
+build: venv ## the self-contained CNI executable bin/bond
+	./build.sh
+
+.PHONY: test
+test: deps lint build ## the whole suite: lint, fast tier, kernel tier (one VM), cluster tier
+	$(PY) -m pytest tests
+
+.PHONY: test-fast
+test-fast: venv ## only the unmarked tier (pure and local-process tests)
+	$(PY) -m pytest tests -m 'not kernel and not cluster'
+
+.PHONY: test-kernel
+test-kernel: deps build ## only the kernel tier, inside one VM
+	$(PY) -m pytest tests -m kernel
+
+.PHONY: test-cluster
+test-cluster: deps build ## only the cluster tier, against the local control plane
+	$(PY) -m pytest tests -m cluster
+
+.PHONY: cluster-up
+cluster-up: deps ## start etcd, kube-apiserver, controller-manager, scheduler; kubeconfig in .cluster/kubeconfig
+	$(PY) -m tests.rigs.cluster up
+
+.PHONY: cluster-down
+cluster-down: venv ## stop the local control plane and remove its state
+	$(PY) -m tests.rigs.cluster down
+
+.PHONY: dev-up
+dev-up: deps build ## cluster + certs + local webhook + the chart installed as release bond-injector
+	$(PY) -m tests.rigs.dev up
+
+.PHONY: dev-down
+dev-down: venv ## undo dev-up
+	$(PY) -m tests.rigs.dev down
+
+.PHONY: demo
+demo: deps build ## the main job end to end on this machine
+	tools/demo.sh
+
+.PHONY: bench
+bench: deps build ## benchmarks against the peers, printed as ratios
+	$(PY) -m bench
+
+.PHONY: clean
+clean: ## remove build outputs (keeps .cache)
+	rm -rf build dist bin .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the rigs need, only when one is missing (idempotent, quiet when done).
+set -euo pipefail
+pkgs=(
+  qemu-system-x86       # the kernel VM (TCG)
+  linux-image-amd64     # Debian's stock kernel, which has the bonding module
+  containernetworking-plugins  # real IPAM plugins: host-local, static
+  busybox-static        # the chroot test of the self-contained CNI executable
+  iproute2 iputils-ping ethtool kmod
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "ensure-apt: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,3 @@
+"""bond-injector."""
+
+__version__ = "0.1.0"
