@@ -1,0 +1,7 @@
+"""`python -m certs ...`: the same as `bond-injector certs ...`."""
+
+from __future__ import annotations
+
+from certs.cli import run
+
+run()
