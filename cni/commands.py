@@ -1,0 +1,270 @@
+"""ADD, DEL, CHECK, STATUS and GC of the bond plugin; the dispatcher in cni.main calls them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from cni import result as results
+from cni.config import BondConfig
+from cni.errors import INVALID_CONFIG, PLUGIN_FAILURE, TRY_AGAIN_LATER, CNIError, apply_policy
+from cni.netlink import Link, Netns, own_netns_fd
+
+log = logging.getLogger("cni.bond")
+
+
+@dataclass(frozen=True)
+class Args:
+    """The CNI_* environment of one invocation (env is what IPAM gets too)."""
+
+    command: str
+    container_id: str
+    netns: str
+    ifname: str
+    path: str
+    env: Mapping[str, str]
+
+
+def _best_effort(what: str, step: Callable[[], object]) -> Callable[[], None]:
+    """An undo step that logs its own failure, so the error that started the unwind survives."""
+
+    def run() -> None:
+        try:
+            step()
+        except Exception as exc:  # unwinding must go on whatever happened
+            log.warning("rollback: %s failed: %s", what, exc)
+
+    return run
+
+
+def _ipam(conf: BondConfig, args: Args) -> Any:
+    if conf.ipam is None:
+        return None
+    from cni.ipam import Ipam  # noqa: PLC0415 - only configs with IPAM pay for subprocess
+
+    return Ipam(conf.raw, args.env)
+
+
+def _slave_links(pod: Netns, conf: BondConfig) -> list[Link]:
+    links = []
+    for name in conf.links:
+        link = pod.link(name)
+        if link is None:
+            raise CNIError(
+                INVALID_CONFIG,
+                f"link {name!r} from 'links' is not in the pod's netns",
+                "the bond must come after the attachments that create its links",
+            )
+        if link.master is not None:
+            raise CNIError(
+                INVALID_CONFIG, f"link {name!r} already has a master (index {link.master})"
+            )
+        links.append(link)
+    return links
+
+
+def _readiness(conf: BondConfig, slaves: list[Link]) -> None:
+    """NIC diversity and failover readiness: warn on stderr or, with enforce, refuse (error 7)."""
+    if conf.nic_diversity == "off" and conf.ha_checks == "off":
+        return
+    from cni import diversity, hachecks, hostdev  # noqa: PLC0415
+
+    devices = hostdev.slave_devices(slaves)
+    if unknown := diversity.unknown(devices):
+        log.info("nicDiversity: no PCI parent for %s; diversity unknown", ", ".join(unknown))
+    for line in apply_policy("nicDiversity", conf.nic_diversity, diversity.problems(devices)):
+        log.warning("nicDiversity: %s", line)
+    vfs = hostdev.vf_states(devices) if conf.ha_checks != "off" else []
+    for line in apply_policy("haChecks", conf.ha_checks, hachecks.problems(conf.options, vfs)):
+        log.warning("haChecks: %s", line)
+
+
+def _move_in(conf: BondConfig, args: Args, undo: ExitStack) -> None:
+    """linksInContainer: false (opted in): pull the named host links into the pod."""
+    with Netns(None) as host:
+        for name in conf.links:
+            link = host.link(name)
+            if link is None:
+                raise CNIError(INVALID_CONFIG, f"host link {name!r} from 'links' does not exist")
+            host.set_state(link.index, False)
+            fd = os.open(args.netns, os.O_RDONLY)
+            try:
+                host.move(link.index, fd)
+            finally:
+                os.close(fd)
+            undo.callback(_best_effort(f"move {name} back", _mover(args, name)))
+
+
+def _mover(args: Args, name: str) -> Callable[[], None]:
+    return lambda: _move_out(args, [name])
+
+
+def _move_out(args: Args, names: list[str]) -> None:
+    fd = own_netns_fd()
+    try:
+        with Netns(args.netns) as pod:
+            for name in names:
+                if (link := pod.link(name)) is not None:
+                    pod.set_state(link.index, False)
+                    pod.move(link.index, fd)
+    finally:
+        os.close(fd)
+
+
+def _enslave(pod: Netns, bond: int, slave: Link, undo: ExitStack) -> None:
+    pod.set_state(slave.index, False)
+    undo.callback(_best_effort(f"restore {slave.name}", lambda: _restore(pod, slave)))
+    pod.set_master(slave.index, bond)
+    pod.set_state(slave.index, True)
+
+
+def _restore(pod: Netns, slave: Link) -> None:
+    pod.set_state(slave.index, False)
+    pod.set_master(slave.index, 0)
+    pod.set_mtu(slave.index, slave.mtu)
+    pod.set_state(slave.index, slave.up)
+
+
+def _gateway(ipam: results.Result, family: int) -> str | None:
+    return next((ip.gateway for ip in ipam.ips if ip.family == family and ip.gateway), None)
+
+
+def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
+    prev = results.parse(conf.prev_result, "prevResult")
+    ipam = _ipam(conf, args)
+    with ExitStack() as undo:
+        pod = undo.enter_context(Netns(args.netns))
+        if pod.link(args.ifname) is not None:
+            raise CNIError(PLUGIN_FAILURE, f"interface {args.ifname!r} already exists in the pod")
+        if not conf.links_in_container:
+            _move_in(conf, args, undo)
+        slaves = _slave_links(pod, conf)
+        _readiness(conf, slaves)
+        index = pod.create_bond(args.ifname, conf.options.kernel_values(), conf.mtu, conf.mac)
+        undo.callback(_best_effort(f"delete {args.ifname}", lambda: pod.delete(index)))
+        for slave in slaves:
+            _enslave(pod, index, slave, undo)
+        pod.set_state(index, True)
+        got: results.Result | None = None
+        if ipam is not None:
+            got = ipam.add()
+            undo.callback(_best_effort("IPAM DEL", ipam.delete))
+            for ip in got.ips:
+                pod.add_address(index, ip.address)
+            for route in got.routes:
+                family = 6 if ":" in str(route["dst"]) else 4
+                pod.add_route(index, route, route.get("gw") or _gateway(got, family))
+        bond = pod.link_by_index(index)
+        if bond is None:
+            raise CNIError(PLUGIN_FAILURE, f"bond {args.ifname} vanished during ADD")
+        slave_ifaces = [
+            results.Interface(s.name, link.mac if (link := pod.link(s.name)) else s.mac, args.netns)
+            for s in slaves
+        ]
+        bond_iface = results.Interface(bond.name, bond.mac, args.netns, bond.mtu)
+        out = results.build(prev, bond_iface, slave_ifaces, got, conf.dns)
+        undo.pop_all()
+    log.info("ADD %s: bond %s over %s", args.container_id, args.ifname, ", ".join(conf.links))
+    return out.render(conf.cni_version)
+
+
+def cmd_del(args: Args, conf: BondConfig) -> None:
+    """Tear down whatever is left; nothing being gone is ever an error."""
+    if args.netns and os.path.exists(args.netns):
+        try:
+            _del_in_netns(args, conf)
+        except CNIError as exc:
+            if "cannot open netns" not in exc.msg:
+                raise
+            log.info("DEL %s: netns %s is gone: %s", args.container_id, args.netns, exc.details)
+    else:
+        log.info("DEL %s: no netns %r; nothing to release in it", args.container_id, args.netns)
+    try:
+        ipam = _ipam(conf, args)
+        if ipam is not None:
+            ipam.delete()
+    except CNIError as exc:
+        if exc.code == TRY_AGAIN_LATER:
+            raise
+        log.warning(
+            "DEL %s: IPAM release failed, ignored: %s %s", args.container_id, exc.msg, exc.details
+        )
+
+
+def _del_in_netns(args: Args, conf: BondConfig) -> None:
+    with Netns(args.netns) as pod:
+        bond = pod.link(args.ifname)
+        if bond is not None and bond.kind == "bond":
+            pod.set_state(bond.index, False)
+            for name in conf.links:
+                slave = pod.link(name)
+                if slave is not None and slave.master == bond.index:
+                    pod.set_state(slave.index, False)
+                    pod.set_master(slave.index, 0)
+                    pod.set_state(slave.index, True)
+            pod.delete(bond.index)
+    if not conf.links_in_container:
+        _move_out(args, list(conf.links))
+
+
+def cmd_check(args: Args, conf: BondConfig) -> None:
+    if conf.prev_result is None:
+        raise CNIError(INVALID_CONFIG, "CHECK needs prevResult")
+    prev = results.parse(conf.prev_result, "prevResult")
+    with Netns(args.netns) as pod:
+        bond = pod.link(args.ifname)
+        if bond is None or bond.kind != "bond":
+            raise CNIError(PLUGIN_FAILURE, f"CHECK: no bond {args.ifname!r} in {args.netns}")
+        problems = _option_drift(pod, conf, bond)
+        if not bond.up:
+            problems.append(f"{args.ifname} is down")
+        for name in conf.links:
+            slave = pod.link(name)
+            if slave is None:
+                problems.append(f"link {name} is missing")
+            elif slave.master != bond.index:
+                problems.append(f"link {name} is not a slave of {args.ifname}")
+            elif not slave.up:
+                problems.append(f"link {name} is down")
+        present = pod.addresses(bond.index)
+        for ip in prev.addresses_of(args.ifname, args.netns):
+            if ip.address not in present:
+                problems.append(f"address {ip.address} from prevResult is not on {args.ifname}")
+    if problems:
+        raise CNIError(PLUGIN_FAILURE, f"CHECK {args.ifname}: " + "; ".join(problems))
+    ipam = _ipam(conf, args)
+    if ipam is not None:
+        ipam.check(prev)
+
+
+def _option_drift(pod: Netns, conf: BondConfig, bond: Link) -> list[str]:
+    drift = []
+    for field, value in conf.options.kernel_values().items():
+        have: object = bond.bond.get(field)
+        want: object = value
+        if field == "primary":
+            link = pod.link(str(value))
+            want = link.index if link else None
+        if isinstance(value, tuple):
+            want, have = set(value), set(bond.bond.get(field) or ())
+        if have != want:
+            drift.append(f"option {field} is {have!r}, config says {want!r}")
+    if conf.mtu and bond.mtu != conf.mtu:
+        drift.append(f"mtu is {bond.mtu}, config says {conf.mtu}")
+    return drift
+
+
+def cmd_status(args: Args, conf: BondConfig) -> None:
+    ipam = _ipam(conf, args)
+    if ipam is not None:
+        ipam.status()
+
+
+def cmd_gc(args: Args, conf: BondConfig) -> None:
+    ipam = _ipam(conf, args)
+    if ipam is not None:
+        ipam.gc()

@@ -1,0 +1,109 @@
+"""Run the IPAM plugin named in the config, as the spec's delegation (same env, same stdin)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from cni import result as results
+from cni.errors import INCOMPATIBLE_VERSION, INVALID_CONFIG, PLUGIN_FAILURE, CNIError
+from cni.spec import highest_common
+
+log = logging.getLogger("cni.ipam")
+
+
+def find(plugin: str, cni_path: str) -> str:
+    for directory in cni_path.split(os.pathsep):
+        candidate = os.path.join(directory, plugin)
+        if directory and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise CNIError(INVALID_CONFIG, f"IPAM plugin {plugin!r} not found in CNI_PATH {cni_path!r}")
+
+
+def _run(path: str, command: str, conf: Mapping[str, Any], env: Mapping[str, str]) -> bytes:
+    child_env = {**os.environ, **env, "CNI_COMMAND": command}
+    proc = subprocess.run(
+        [path], input=orjson.dumps(conf), env=child_env, capture_output=True, check=False
+    )
+    if proc.stderr:
+        log.info(
+            "%s %s stderr: %s",
+            os.path.basename(path),
+            command,
+            proc.stderr.decode(errors="replace").strip(),
+        )
+    if proc.returncode != 0:
+        try:
+            err = orjson.loads(proc.stdout)
+            code, msg, details = int(err["code"]), str(err["msg"]), str(err.get("details", ""))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            code, msg, details = PLUGIN_FAILURE, "failed", proc.stdout.decode(errors="replace")
+        raise CNIError(code, f"IPAM {os.path.basename(path)} {command}: {msg}", details)
+    return proc.stdout
+
+
+def _versions(path: str, env: Mapping[str, str]) -> list[str]:
+    out = _run(path, "VERSION", {"cniVersion": "0.4.0"}, env)
+    versions = orjson.loads(out).get("supportedVersions", [])
+    return [str(v) for v in versions]
+
+
+class Ipam:
+    """One IPAM plugin of one config; speaks the highest version both sides know."""
+
+    def __init__(self, conf: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        self._conf = dict(conf)
+        self._env = env
+        self._type = str(conf["ipam"]["type"])
+        self._path = find(self._type, env.get("CNI_PATH", ""))
+
+    def _exec(self, command: str, conf: Mapping[str, Any]) -> bytes:
+        try:
+            return _run(self._path, command, conf, self._env)
+        except CNIError as exc:
+            if exc.code != INCOMPATIBLE_VERSION:
+                raise
+            # An older IPAM (Debian ships 1.0.0 plugins): retry at the highest common version.
+            ours = str(conf.get("cniVersion", ""))
+            common = highest_common(ours, _versions(self._path, self._env))
+            if common is None or common == ours:
+                raise
+            log.info("IPAM %s speaks up to %s; retrying %s with it", self._type, common, command)
+            downgraded = {**conf, "cniVersion": common}
+            if "prevResult" in conf:
+                downgraded["prevResult"] = results.parse(conf["prevResult"]).render(common)
+            return _run(self._path, command, downgraded, self._env)
+
+    def add(self) -> results.Result:
+        out = self._exec("ADD", self._conf)
+        parsed = results.parse(orjson.loads(out), f"IPAM {self._type} result")
+        if not parsed.ips:
+            raise CNIError(PLUGIN_FAILURE, f"IPAM {self._type} returned no IP addresses")
+        return parsed
+
+    def delete(self) -> None:
+        self._exec("DEL", self._conf)
+
+    def check(self, prev: results.Result) -> None:
+        self._exec("CHECK", {**self._conf, "prevResult": prev.render(self._conf["cniVersion"])})
+
+    def status(self) -> None:
+        if self._speaks_1_1("STATUS"):
+            self._exec("STATUS", self._conf)
+
+    def gc(self) -> None:
+        if self._speaks_1_1("GC"):
+            self._exec("GC", self._conf)
+
+    def _speaks_1_1(self, command: str) -> bool:
+        if "1.1.0" in _versions(self._path, self._env):
+            return True
+        log.info(
+            "IPAM %s predates CNI 1.1.0, which defines %s: nothing to forward", self._type, command
+        )
+        return False
