@@ -1,0 +1,259 @@
+"""The pure mutation: a Pod, its namespace, the profiles and a NAD lookup -> a decision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.annotation import (
+    NETWORKS_ANNOTATION,
+    AnnotationError,
+    NetworkSelection,
+    parse_networks,
+    serialise_networks,
+)
+from webhook.bondconfig import check_bond_config
+from webhook.nads import RESOURCE_NAME_ANNOTATION, NetworkAttachmentDefinition
+from webhook.patch import PatchOp, diff_mapping, pointer
+from webhook.profiles import DEFAULT_PROFILE, Attachment, BondProfile, Profiles
+from webhook.resources import QuantityError, merged_resources
+
+BOND_LABEL = "bond"
+PROFILE_ANNOTATION = "bond-injector.io/profile"
+CONTAINER_ANNOTATION = "bond-injector.io/container"
+
+NadLookup = Callable[[str, str], NetworkAttachmentDefinition | None]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """`allowed` with a (possibly empty) patch, or a denial `message`; `warnings` either way."""
+
+    allowed: bool
+    patch: list[PatchOp] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    message: str = ""
+    in_scope: bool = True
+
+    @property
+    def outcome(self) -> str:
+        if not self.in_scope:
+            return "skipped"
+        if not self.allowed:
+            return "denied"
+        return "patched" if self.patch else "unchanged"
+
+
+class _Denied(Exception):
+    pass
+
+
+def mutate(
+    pod: Mapping[str, Any], namespace: str | None, profiles: Profiles, lookup: NadLookup
+) -> Decision:
+    """Decide what to do with a Pod being created; never raises for bad input."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(BOND_LABEL) != "true":
+        return Decision(allowed=True, in_scope=False, message="not labelled bond=true")
+    ns = namespace or meta.get("namespace") or "default"
+    try:
+        return _Mutation(pod, meta, ns, profiles, lookup).run()
+    except _Denied as denial:
+        return Decision(allowed=False, message=str(denial))
+
+
+class _Mutation:
+    def __init__(
+        self,
+        pod: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        namespace: str,
+        profiles: Profiles,
+        lookup: NadLookup,
+    ) -> None:
+        self.pod = pod
+        self.meta = meta
+        self.ns = namespace
+        self.lookup = lookup
+        self.annotations: Mapping[str, Any] = meta.get("annotations") or {}
+        name = meta.get("name") or (f"{meta['generateName']}*" if meta.get("generateName") else "?")
+        self.ref = f"pod {namespace}/{name}"
+        self.profile = self._profile(profiles)
+        self.warnings: list[str] = []
+
+    def run(self) -> Decision:
+        index, container = self._container()
+        entries = self._entries()
+        final, added = self._merge(entries)
+        self._check_legs()
+        self._check_bond()
+        counts = self._counts(final)
+        patch: list[PatchOp] = []
+        if added:
+            patch += self._annotation_ops(serialise_networks(final))
+        try:
+            resources = merged_resources(container.get("resources"), counts)
+        except QuantityError as exc:
+            raise _Denied(
+                f"{self.ref}: container {container.get('name')!r} {exc.field} is {exc.value!r}, "
+                "not a whole number; extended resources are counted in units, e.g. '1'"
+            ) from None
+        if resources != container.get("resources"):
+            path = pointer("spec", "containers", index, "resources")
+            patch += diff_mapping(path, container.get("resources"), resources)
+        return Decision(allowed=True, patch=patch, warnings=tuple(self.warnings))
+
+    def _profile(self, profiles: Profiles) -> BondProfile:
+        name = self.annotations.get(PROFILE_ANNOTATION, DEFAULT_PROFILE)
+        profile = profiles.get(str(name))
+        if profile is None:
+            have = ", ".join(sorted(profiles.profiles)) or "none"
+            raise _Denied(
+                f"{self.ref}: annotation {PROFILE_ANNOTATION} names profile {name!r}, which is "
+                f"not defined (defined: {have}); use one of them or remove the annotation"
+            )
+        return profile
+
+    def _container(self) -> tuple[int, Mapping[str, Any]]:
+        containers = (self.pod.get("spec") or {}).get("containers") or []
+        wanted = self.annotations.get(CONTAINER_ANNOTATION)
+        if wanted is None:
+            if not containers:
+                raise _Denied(f"{self.ref}: spec.containers is empty; add the container to bond")
+            return 0, containers[0]
+        for index, container in enumerate(containers):
+            if container.get("name") == wanted:
+                return index, container
+        have = ", ".join(str(c.get("name")) for c in containers) or "none"
+        raise _Denied(
+            f"{self.ref}: annotation {CONTAINER_ANNOTATION} names container {wanted!r}, which is "
+            f"not in spec.containers (have: {have}); name one of them or remove the annotation"
+        )
+
+    def _entries(self) -> list[NetworkSelection]:
+        value = self.annotations.get(NETWORKS_ANNOTATION)
+        if value is None:
+            return []
+        try:
+            return parse_networks(str(value))
+        except AnnotationError as exc:
+            raise _Denied(
+                f"{self.ref}: annotation {NETWORKS_ANNOTATION} {exc}; fix it, or remove it and let "
+                f"profile {self.profile.name!r} add the bond"
+            ) from None
+
+    def _merge(self, entries: list[NetworkSelection]) -> tuple[list[NetworkSelection], bool]:
+        """The user's entries, then each profile attachment that is not already there."""
+        final = list(entries)
+        added = False
+        for att in self.profile.attachments:
+            if self._present(entries, att):
+                continue
+            final.append(NetworkSelection(att.name, att.namespace, att.interface))
+            added = True
+        ifaces = [self._ifname(i, e) for i, e in enumerate(final)]
+        bond_at = ifaces.index(self.profile.bond.interface)
+        for leg in self.profile.legs:
+            if ifaces.index(leg.interface) > bond_at:
+                raise _Denied(
+                    f"{self.ref}: annotation {NETWORKS_ANNOTATION} lists the bond "
+                    f"{self.profile.bond.describe()} before its link {leg.describe()}; Multus "
+                    "attaches in order, so list the links first or remove the bond entry"
+                )
+        return final, added
+
+    def _present(self, entries: list[NetworkSelection], att: Attachment) -> bool:
+        want = (att.namespace or self.ns, att.name)
+        for index, entry in enumerate(entries):
+            ifname = self._ifname(index, entry)
+            if ifname != att.interface:
+                continue
+            if entry.key(self.ns) == want:
+                return True
+            implicit = "" if entry.interface else " (Multus names an entry without one by position)"
+            raise _Denied(
+                f"{self.ref}: annotation {NETWORKS_ANNOTATION} entry {index} "
+                f"({entry.describe()}) already uses interface {ifname}{implicit}, which profile "
+                f"{self.profile.name!r} needs for {att.describe()}; give that entry another "
+                "interface name or choose another profile"
+            )
+        return False
+
+    @staticmethod
+    def _ifname(index: int, entry: NetworkSelection) -> str:
+        return entry.interface or f"net{index + 1}"
+
+    def _nad_ref(self, att: Attachment) -> str:
+        return f"network-attachment-definition {att.namespace or self.ns}/{att.name}"
+
+    def _check_legs(self) -> None:
+        pools: dict[str, Attachment] = {}
+        for leg in self.profile.legs:
+            nad = self.lookup(leg.namespace or self.ns, leg.name)
+            ref = self._nad_ref(leg)
+            if nad is None:
+                raise _Denied(
+                    f"{ref} does not exist (profile {self.profile.name!r}, leg {leg.interface}); "
+                    "create it, or fix the profile's network"
+                )
+            if nad.resource_name is None:
+                raise _Denied(
+                    f"{ref} has no {RESOURCE_NAME_ANNOTATION} annotation; the bond profile "
+                    f"{self.profile.name!r} needs one SR-IOV pool per NIC for leg {leg.interface}"
+                )
+            other = pools.get(nad.resource_name)
+            if other is not None:
+                text = (
+                    f"{self.ref}: legs {other.interface} ({self._nad_ref(other)}) and "
+                    f"{leg.interface} ({ref}) both use pool {nad.resource_name}; two VFs of one "
+                    "pool may sit on one NIC, so the bond would not survive its failure. Give "
+                    "each leg a NAD with its own pool (one PF per NIC)"
+                )
+                if self.profile.require_distinct_pools:
+                    raise _Denied(text)
+                self.warnings.append(text)
+            pools.setdefault(nad.resource_name, leg)
+
+    def _check_bond(self) -> None:
+        bond = self.profile.bond
+        ref = self._nad_ref(bond)
+        nad = self.lookup(bond.namespace or self.ns, bond.name)
+        if nad is None:
+            raise _Denied(
+                f"{ref} does not exist (profile {self.profile.name!r}, bond {bond.interface}); "
+                "create it, or fix the profile's bond network"
+            )
+        check = check_bond_config(ref, nad.config, [leg.interface for leg in self.profile.legs])
+        if check.problem is not None:
+            raise _Denied(check.problem)
+        self.warnings.extend(check.warnings)
+
+    def _counts(self, final: list[NetworkSelection]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for index, entry in enumerate(final):
+            nad = self.lookup(*entry.key(self.ns))
+            if nad is None:
+                ns, name = entry.key(self.ns)
+                self.warnings.append(
+                    f"{self.ref}: annotation entry {index} names network-attachment-definition "
+                    f"{ns}/{name}, which does not exist; Multus will fail to attach it"
+                )
+            elif nad.resource_name is not None:
+                counts[nad.resource_name] = counts.get(nad.resource_name, 0) + 1
+        return counts
+
+    def _annotation_ops(self, value: str) -> list[PatchOp]:
+        if "metadata" not in self.pod:
+            return [
+                {
+                    "op": "add",
+                    "path": "/metadata",
+                    "value": {"annotations": {NETWORKS_ANNOTATION: value}},
+                }
+            ]
+        old = self.meta.get("annotations")
+        new = dict(old or {})
+        new[NETWORKS_ANNOTATION] = value
+        return diff_mapping("/metadata/annotations", old, new)

@@ -1,0 +1,112 @@
+"""NetworkAttachmentDefinitions as the mutation sees them, and the file-backed source."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+RESOURCE_NAME_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName"
+NAD_KIND = "NetworkAttachmentDefinition"
+
+
+class NadError(ValueError):
+    """A NAD document cannot be used."""
+
+
+@dataclass(frozen=True)
+class NetworkAttachmentDefinition:
+    namespace: str
+    name: str
+    resource_name: str | None
+    config: str
+    resource_version: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @classmethod
+    def from_object(
+        cls, obj: Mapping[str, Any], default_namespace: str = "default"
+    ) -> NetworkAttachmentDefinition:
+        meta = obj.get("metadata") or {}
+        name = meta.get("name")
+        if not isinstance(name, str) or not name:
+            raise NadError("a NetworkAttachmentDefinition has no metadata.name")
+        annotations = meta.get("annotations") or {}
+        resource = annotations.get(RESOURCE_NAME_ANNOTATION)
+        spec = obj.get("spec") or {}
+        config = spec.get("config", "")
+        return cls(
+            namespace=str(meta.get("namespace") or default_namespace),
+            name=name,
+            resource_name=str(resource).strip() or None if resource is not None else None,
+            config=config if isinstance(config, str) else "",
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
+
+
+class NadSource(Protocol):
+    """Where the webhook finds NADs.
+
+    `cached` never does I/O (the hot path); `fetch` may ask the API server and is called only for
+    the keys `cached` did not know; `synced` says the source has its initial state (readiness).
+    """
+
+    @property
+    def synced(self) -> bool: ...
+
+    def cached(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None: ...
+
+    def fetch(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None: ...
+
+    def __len__(self) -> int: ...
+
+
+class StaticNadSource:
+    """A fixed set of NADs: the file source for preview and local serving, and the test double."""
+
+    def __init__(self, nads: Iterable[NetworkAttachmentDefinition]) -> None:
+        self._nads = {nad.key: nad for nad in nads}
+
+    @property
+    def synced(self) -> bool:
+        return True
+
+    def cached(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None:
+        return self._nads.get((namespace, name))
+
+    def fetch(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None:
+        return self._nads.get((namespace, name))
+
+    def __len__(self) -> int:
+        return len(self._nads)
+
+
+def load_nad_file(path: Path, default_namespace: str = "default") -> StaticNadSource:
+    """NADs from a multi-document YAML file or a `kind: List` (other kinds are skipped)."""
+    try:
+        docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except yaml.YAMLError as exc:
+        raise NadError(f"{path}: not valid YAML: {exc}") from None
+    nads: list[NetworkAttachmentDefinition] = []
+    for doc in docs:
+        for obj in _flatten(doc):
+            if obj.get("kind") == NAD_KIND:
+                try:
+                    nads.append(NetworkAttachmentDefinition.from_object(obj, default_namespace))
+                except NadError as exc:
+                    raise NadError(f"{path}: {exc}") from None
+    return StaticNadSource(nads)
+
+
+def _flatten(doc: Any) -> list[dict[str, Any]]:
+    if not isinstance(doc, dict):
+        return []
+    if doc.get("kind") == "List" or (doc.get("kind", "").endswith("List") and "items" in doc):
+        return [item for item in doc.get("items") or [] if isinstance(item, dict)]
+    return [doc]
