@@ -1,0 +1,39 @@
+"""Shared helpers for the bond CNI tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cni.spec import SUPPORTED_VERSIONS
+
+ALL_VERSIONS = SUPPORTED_VERSIONS
+
+# The bond-cni README's own NetworkAttachmentDefinition config.
+README_CONFIG: dict[str, Any] = {
+    "type": "bond",
+    "cniVersion": "0.3.1",
+    "name": "bond-net1",
+    "mode": "active-backup",
+    "failOverMac": 1,
+    "linksInContainer": True,
+    "miimon": "100",
+    "mtu": 1500,
+    "links": [{"name": "net1"}, {"name": "net2"}],
+    "ipam": {
+        "type": "host-local",
+        "subnet": "10.56.217.0/24",
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "gateway": "10.56.217.1",
+    },
+}
+
+
+def bond_config(version: str = "1.1.0", **fields: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "cniVersion": version,
+        "name": "bondnet",
+        "type": "bond",
+        "links": [{"name": "net1"}, {"name": "net2"}],
+    }
+    conf.update(fields)
+    return {k: v for k, v in conf.items() if v is not None}
