@@ -1,0 +1,254 @@
+"""The HTTP surface in process (the same app over real TLS is in test_server.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from tests.webhook.asgi import AsgiClient
+from tests.webhook.builders import (
+    EXAMPLES,
+    POOL_A,
+    example_profiles,
+    expected,
+    nad,
+    pod,
+    source,
+    vfs,
+)
+from tests.webhook.reviews import decoded_patch, review
+from webhook.app import Settings, create_app
+from webhook.mutation import mutate
+from webhook.nads import NadSource, NetworkAttachmentDefinition, StaticNadSource
+
+OURS = [
+    {"name": "sriov-pf-a", "interface": "net1"},
+    {"name": "sriov-pf-b", "interface": "net2"},
+    {"name": "bond-net", "interface": "bond0"},
+]
+SETTINGS = Settings(profiles=EXAMPLES / "profiles.yaml", max_body_bytes=64 * 1024)
+
+
+@pytest.fixture
+def client() -> AsgiClient:
+    return AsgiClient(create_app(SETTINGS, source()))
+
+
+def _post(client: AsgiClient, body: Any, **headers: str) -> Any:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.post(
+        "/mutate", content=data, headers={"content-type": "application/json", **headers}
+    )
+
+
+def test_seed_pod_is_patched(client: AsgiClient) -> None:
+    p = pod()
+    r = _post(client, review(p))
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["apiVersion"], body["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
+    response = body["response"]
+    assert response["uid"] == "0b1e8c3a-1111-4222-8333-944455556666"
+    assert response["allowed"] is True
+    assert jsonpatch.apply_patch(p, decoded_patch(response)) == expected(p, OURS, vfs())
+
+
+def test_dry_run_gets_the_same_patch(client: AsgiClient) -> None:
+    p = pod()
+    wet = _post(client, review(p)).json()["response"]
+    dry = _post(client, review(p, dry_run=True)).json()["response"]
+    assert decoded_patch(dry) == decoded_patch(wet)
+
+
+def test_denial_is_403_with_the_message(client: AsgiClient) -> None:
+    p = pod(annotations={"bond-injector.io/profile": "gold"})
+    response = _post(client, review(p)).json()["response"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 403
+    assert (
+        response["status"]["message"]
+        == mutate(p, "default", example_profiles(), source().cached).message
+    )
+    assert "patch" not in response
+
+
+def test_warnings_are_returned() -> None:
+    nads = source(nad("sriov-pf-b", POOL_A, {"type": "sriov"}))
+    profiles = EXAMPLES.parent / "tests" / "webhook" / "same_pool_allowed.yaml"
+    c = AsgiClient(create_app(Settings(profiles=profiles), nads))
+    response = _post(c, review(pod())).json()["response"]
+    assert response["allowed"] is True
+    assert len(response["warnings"]) == 1 and "both use pool" in response["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        review(pod(labels={})),
+        review(pod(), operation="UPDATE"),
+        review(pod(), operation="DELETE"),
+        review({"metadata": {"name": "cm"}}, kind="ConfigMap"),
+    ],
+    ids=["no label", "update", "delete", "not a pod"],
+)
+def test_out_of_scope_is_allowed_without_patch(client: AsgiClient, body: dict[str, Any]) -> None:
+    response = _post(client, body).json()["response"]
+    assert response == {"uid": body["request"]["uid"], "allowed": True}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [
+        (b"{not json", {}, 400, "body is not JSON"),
+        ([], {}, 400, "body must be an AdmissionReview object"),
+        ({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}, {}, 400,
+         "expected apiVersion admission.k8s.io/v1 kind AdmissionReview, got apiVersion "
+         "'admission.k8s.io/v1beta1' kind 'AdmissionReview'"),
+        ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}, {}, 400,
+         "AdmissionReview has no request object"),
+        ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}, {}, 400,
+         "request.uid is missing; the response must echo it"),
+        (review(None), {}, 400, "request.object is missing"),
+        (review(pod()), {"content-type": "text/plain"}, 415,
+         "Content-Type must be application/json, got 'text/plain'"),
+        (b"x" * (65 * 1024), {}, 413, "body larger than 65536 bytes"),
+    ],
+    ids=["not json", "list", "v1beta1", "no request", "no uid", "no object", "text/plain", "huge"],
+)  # fmt: skip
+def test_malformed_reviews_get_a_clear_4xx(
+    client: AsgiClient, body: Any, headers: dict[str, str], status: int, message: str
+) -> None:
+    r = _post(client, body, **headers)
+    assert r.status_code == status
+    assert r.json()["error"].startswith(message)
+    assert "Traceback" not in r.text
+
+
+def test_wrong_method(client: AsgiClient) -> None:
+    assert client.get("/mutate").status_code == 405
+
+
+class _Broken(StaticNadSource):
+    def cached(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None:
+        raise RuntimeError("boom")
+
+
+def test_a_bug_is_an_errored_review_not_a_500() -> None:
+    c = AsgiClient(create_app(SETTINGS, _Broken([])))
+    r = _post(c, review(pod()))
+    assert r.status_code == 200
+    response = r.json()["response"]
+    assert response["allowed"] is False
+    assert response["status"] == {
+        "code": 500,
+        "message": "bond-injector could not decide (RuntimeError: boom); see its log",
+    }
+
+
+class _ColdCache(StaticNadSource):
+    """Knows nothing until asked: every NAD comes from `fetch` (the API server)."""
+
+    def __init__(self, nads: StaticNadSource) -> None:
+        super().__init__([])
+        self.backing = nads
+        self.fetched: list[tuple[str, str]] = []
+
+    def fetch(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None:
+        self.fetched.append((namespace, name))
+        return self.backing.cached(namespace, name)
+
+
+def test_cache_miss_is_fetched() -> None:
+    cold = _ColdCache(source())
+    c = AsgiClient(create_app(SETTINGS, cold))
+    response = _post(c, review(pod())).json()["response"]
+    metrics = c.get("/metrics").text
+    assert response["allowed"] is True
+    assert sorted(cold.fetched) == [
+        ("default", "bond-net"),
+        ("default", "sriov-pf-a"),
+        ("default", "sriov-pf-b"),
+    ]
+    assert "bond_injector_nad_api_fetches_total 3.0" in metrics
+
+
+def test_health_ready_metrics_and_log_line(
+    client: AsgiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert client.get("/healthz").text == "ok\n"
+    assert client.get("/readyz").json() == {"ready": True}
+    with caplog.at_level(logging.INFO, logger="webhook.admission"):
+        _post(client, review(pod()))
+        _post(client, review(pod(annotations={"bond-injector.io/profile": "gold"})))
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "webhook.admission"]
+    assert [(line["outcome"], line["name"]) for line in lines] == [
+        ("patched", "test-pod"),
+        ("denied", "test-pod"),
+    ]
+    assert all(line["duration_ms"] >= 0 and line["uid"] for line in lines)
+    text = client.get("/metrics").text
+    assert 'bond_injector_admission_requests_total{outcome="patched"} 1.0' in text
+    assert 'bond_injector_admission_requests_total{outcome="denied"} 1.0' in text
+    assert "bond_injector_admission_duration_seconds_count 2.0" in text
+    assert "bond_injector_nad_cache_synced 1.0" in text
+    assert "bond_injector_nad_cache_objects 3.0" in text
+
+
+class _Unsynced(StaticNadSource):
+    @property
+    def synced(self) -> bool:
+        return False
+
+
+class _Cert:
+    def __init__(self, loaded: bool, not_after: float | None) -> None:
+        self.loaded = loaded
+        self.not_after = not_after
+
+
+@pytest.mark.parametrize(
+    ("nads", "cert", "problems"),
+    [
+        (_Unsynced([]), None, ["NAD cache not synced with the API server yet"]),
+        (StaticNadSource([]), _Cert(False, None), ["no serving certificate loaded"]),
+        (StaticNadSource([]), _Cert(True, 999.0), ["the serving certificate has expired"]),
+    ],
+    ids=["unsynced", "no cert", "expired"],
+)
+def test_not_ready(nads: NadSource, cert: _Cert | None, problems: list[str]) -> None:
+    app = create_app(SETTINGS, nads, certificate=cert, now=lambda: 1000.0)
+    c = AsgiClient(app)
+    r = c.get("/readyz")
+    assert r.status_code == 503
+    assert r.json() == {"ready": False, "problems": problems}
+
+
+def test_certificate_expiry_is_exported() -> None:
+    app = create_app(SETTINGS, source(), certificate=_Cert(True, 1.9e9), now=lambda: 1000.0)
+    c = AsgiClient(app)
+    assert c.get("/readyz").status_code == 200
+    assert "bond_injector_certificate_expiry_timestamp_seconds 1.9e+09" in c.get("/metrics").text
+
+
+def test_profiles_are_reread_without_restart(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text((EXAMPLES / "profiles.yaml").read_text())
+    c = AsgiClient(create_app(Settings(profiles=path), source()))
+    assert (
+        _post(c, review(pod(annotations={"bond-injector.io/profile": "gold"}))).json()["response"][
+            "allowed"
+        ]
+        is False
+    )
+    path.write_text((EXAMPLES / "profiles.yaml").read_text().replace("default:", "gold:"))
+    assert (
+        _post(c, review(pod(annotations={"bond-injector.io/profile": "gold"}))).json()["response"][
+            "allowed"
+        ]
+        is True
+    )

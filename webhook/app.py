@@ -1,0 +1,97 @@
+"""The FastAPI application: /mutate (lean ASGI), /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Route
+
+from webhook.endpoint import MutateEndpoint
+from webhook.metrics import Metrics
+from webhook.nads import NadSource
+from webhook.profiles import ProfileStore
+
+# The API server sends at most a 3 MiB object; the review around it adds the old object too.
+DEFAULT_MAX_BODY = 7 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    profiles: Path
+    max_body_bytes: int = DEFAULT_MAX_BODY
+
+
+class CertificateState(Protocol):
+    """What the TLS layer tells the app: is a serving pair loaded, and until when is it valid."""
+
+    @property
+    def loaded(self) -> bool: ...
+
+    @property
+    def not_after(self) -> float | None: ...
+
+
+def create_app(
+    settings: Settings,
+    nad_source: NadSource,
+    clock: Callable[[], float] = time.perf_counter,
+    *,
+    certificate: CertificateState | None = None,
+    now: Callable[[], float] = time.time,
+) -> FastAPI:
+    profiles = ProfileStore(settings.profiles)
+
+    def state() -> dict[str, tuple[str, float | None]]:
+        not_after = certificate.not_after if certificate is not None else None
+        return {
+            "bond_injector_nad_cache_synced": (
+                "1 when the NAD source has its initial state",
+                float(nad_source.synced),
+            ),
+            "bond_injector_nad_cache_objects": ("NADs in the cache", float(len(nad_source))),
+            "bond_injector_certificate_expiry_timestamp_seconds": (
+                "notAfter of the serving certificate, Unix time",
+                not_after,
+            ),
+            "bond_injector_profiles_reload_failing": (
+                "1 when the profiles file changed to something invalid (the last good is in use)",
+                float(profiles.last_error is not None),
+            ),
+        }
+
+    metrics = Metrics(state)
+    app = FastAPI(title="bond-injector", openapi_url=None, docs_url=None, redoc_url=None)
+    endpoint = MutateEndpoint(profiles, nad_source, metrics, clock, settings.max_body_bytes)
+    app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))
+
+    @app.get("/healthz")
+    def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        problems = []
+        if certificate is not None:
+            if not certificate.loaded:
+                problems.append("no serving certificate loaded")
+            elif certificate.not_after is not None and certificate.not_after <= now():
+                problems.append("the serving certificate has expired")
+        if not nad_source.synced:
+            problems.append("NAD cache not synced with the API server yet")
+        profiles.current()  # picks up a changed file; a bad one keeps the last good
+        if problems:
+            return JSONResponse({"ready": False, "problems": problems}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
