@@ -1,0 +1,120 @@
+"""Serving: uvicorn over TLS with certificate reload, the NAD source, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from webhook.app import Settings, create_app
+from webhook.nads import NadSource, load_nad_file
+from webhook.tls import CertificateReloader, TlsFiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    settings: Settings
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook serves the API server from another host
+    port: int = 9443
+    tls: TlsFiles | None = None
+    nads_file: Path | None = None  # else the API server (kubeconfig, or in-cluster when None)
+    kubeconfig: Path | None = None
+    workers: int = 1
+    graceful_timeout: float = 20.0  # under the pod's 30 s terminationGracePeriod
+    sync_timeout: float = 30.0  # how long startup waits for the NAD cache before serving unready
+    cert_check_interval: float = 1.0
+
+
+class WebhookConfig(uvicorn.Config):
+    """A uvicorn Config that builds the app, the NAD source and the TLS context in `load()`.
+
+    `load()` runs in each worker process, so each has its own cache and reloader; the object is
+    plain data until then, so uvicorn can hand it to spawned workers.
+    """
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.reloader: CertificateReloader | None = None
+        self.nad_source: NadSource | None = None
+        self._stop_source: Callable[[], None] | None = None
+        super().__init__(
+            app="webhook.app:create_app",  # replaced in load(); uvicorn wants a name for workers
+            host=options.host,
+            port=options.port,
+            workers=options.workers,
+            http="h11",
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=int(options.graceful_timeout),
+            ssl_context_factory=self._ssl_context if options.tls is not None else None,
+        )
+
+    def load(self) -> None:
+        options = self.options
+        if options.tls is not None:
+            self.reloader = CertificateReloader(options.tls, options.cert_check_interval)
+        self.nad_source = self._nad_source()
+        self.app = create_app(options.settings, self.nad_source, certificate=self.reloader)
+        super().load()
+
+    def configure_logging(self) -> None:
+        super().configure_logging()
+        configure_logging()  # spawned workers start with no logging set up
+
+    def stop_sources(self) -> None:
+        if self._stop_source is not None:
+            self._stop_source()
+
+    def _ssl_context(
+        self, config: uvicorn.Config, default: Callable[[], ssl.SSLContext]
+    ) -> ssl.SSLContext:
+        assert self.reloader is not None
+        return self.reloader.context
+
+    def _nad_source(self) -> NadSource:
+        options = self.options
+        if options.nads_file is not None:
+            return load_nad_file(options.nads_file)
+        from webhook.nadcache import KubeNadCache, api_client  # noqa: PLC0415 - kubernetes is heavy
+
+        kubeconfig = str(options.kubeconfig) if options.kubeconfig is not None else None
+        cache = KubeNadCache(api_client(kubeconfig))
+        cache.start()
+        self._stop_source = cache.stop
+        if not cache.wait_synced(options.sync_timeout):
+            log.warning("NAD cache not synced after %.0fs; /readyz says so", options.sync_timeout)
+        return cache
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Plain messages on stderr: admission lines are JSON already."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(message)s")
+
+
+def serve(options: ServeOptions) -> int:
+    """Run until SIGTERM/SIGINT; in-flight requests finish before exit."""
+    if options.tls is not None:
+        CertificateReloader(options.tls)  # fail fast, before any worker starts
+    config = WebhookConfig(options)
+    server = uvicorn.Server(config)
+    try:
+        if options.workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            server.run()
+    finally:
+        config.stop_sources()
+    return 0 if server.started or options.workers > 1 else 1
