@@ -1,0 +1,478 @@
+"""The chart, rendered by the real helm: lint, every ci/ value set, and the properties we promise.
+
+The cluster tier (test_chart_cluster.py) sends the same renders to a real kube-apiserver.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.render import (
+    CHART,
+    CI_VALUES,
+    NAMESPACE,
+    RELEASE,
+    Rendered,
+    helm,
+    kinds,
+    one,
+    render,
+    template_args,
+)
+from webhook.bondconfig import check_bond_config
+from webhook.profiles import parse_profiles
+
+CI_IDS = [p.stem for p in CI_VALUES]
+FULLNAME = "bond-injector"  # the release name already contains the chart name
+
+
+@pytest.fixture(scope="module")
+def default() -> list[Rendered]:
+    return render()
+
+
+def test_ci_value_sets_exist() -> None:
+    assert {p.stem for p in CI_VALUES} >= {
+        "certmanager-values",
+        "url-values",
+        "no-nads-values",
+        "failurepolicy-ignore-values",
+    }
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=["defaults", *CI_IDS])
+def test_helm_lint_strict(values: Path | None) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    if values is not None:
+        args += ["--values", str(values)]
+    result = helm(*args, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=["defaults", *CI_IDS])
+def test_every_value_set_renders_labelled_objects_one_kind_per_file(values: Path | None) -> None:
+    objects = render(*([values] if values else []))
+    assert objects
+    per_file: dict[str, set[str]] = {}
+    for r in objects:
+        per_file.setdefault(r.source, set()).add(r.kind)
+        labels = r.obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/name") == "bond-injector", r.source
+        assert labels.get("app.kubernetes.io/instance") == RELEASE, r.source
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm", r.source
+        assert "app.kubernetes.io/component" in labels, r.source
+        if r.kind not in {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}:
+            assert r.obj["metadata"]["namespace"] == NAMESPACE, r.source
+        # `<component>-<kind>.yaml`, one kind per file (cert-manager's layout).
+        stem = Path(r.source).stem
+        assert stem.rsplit("-", 1)[-1] in {r.kind.lower(), "pre", "post", "test"}, (
+            f"{r.source} should be named <component>-{r.kind.lower()}.yaml"
+        )
+    assert all(len(k) == 1 for k in per_file.values()), per_file
+
+
+def test_defaults_render_the_whole_installation(default: list[Rendered]) -> None:
+    assert kinds(default) == sorted(
+        ["ClusterRole"] * 3
+        + ["ClusterRoleBinding"] * 3
+        + ["Role"] * 2
+        + ["RoleBinding"] * 2
+        + ["ServiceAccount"] * 3
+        + ["ConfigMap", "CronJob", "DaemonSet", "Deployment", "Job", "Job"]
+        + ["MutatingWebhookConfiguration", "PodDisruptionBudget", "Pod", "Service"]
+        + ["NetworkAttachmentDefinition"] * 3
+    )
+
+
+def test_webhook_configuration_defaults(default: list[Rendered]) -> None:
+    config = one(default, "MutatingWebhookConfiguration")
+    assert config["metadata"]["name"] == FULLNAME
+    assert "annotations" not in config["metadata"]  # builtin mode: the certgen Job patches caBundle
+    (hook,) = config["webhooks"]
+    assert hook["name"] == "pods.bond-injector.io"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["sideEffects"] == "None"
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["matchPolicy"] == "Equivalent"
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["timeoutSeconds"] == 5
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["objectSelector"] == {"matchLabels": {"bond": "true"}}
+    assert hook["namespaceSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": [NAMESPACE, "kube-system"],
+            },
+            {"key": "bond-injector.io/disabled", "operator": "NotIn", "values": ["true"]},
+        ]
+    }
+    assert hook["clientConfig"] == {
+        "service": {
+            "name": f"{FULLNAME}-webhook",
+            "namespace": NAMESPACE,
+            "path": "/mutate",
+            "port": 443,
+        }
+    }
+
+
+def test_url_mode_points_at_the_url_and_runs_no_webhook_pods() -> None:
+    objects = render(CHART / "ci" / "url-values.yaml")
+    hook = one(objects, "MutatingWebhookConfiguration")["webhooks"][0]
+    ca = yaml.safe_load((CHART / "ci" / "url-values.yaml").read_text())["certificates"]
+    assert hook["clientConfig"] == {
+        "url": "https://127.0.0.1:9443/mutate",
+        "caBundle": ca["external"]["caBundle"],
+    }
+    present = set(kinds(objects))
+    assert not present & {"Deployment", "Service", "PodDisruptionBudget", "Job", "CronJob"}
+    assert "DaemonSet" not in present  # the ci set also turns the CNI installer off
+    test_pod = one(objects, "Pod")
+    env = {e["name"]: e["value"] for e in test_pod["spec"]["containers"][0]["env"]}
+    assert env["READYZ_URL"] == "https://127.0.0.1:9443/readyz"
+
+
+def test_cert_manager_mode_injects_the_ca_from_the_certificate() -> None:
+    objects = render(CHART / "ci" / "certmanager-values.yaml")
+    config = one(objects, "MutatingWebhookConfiguration")
+    assert config["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": f"{NAMESPACE}/{FULLNAME}-webhook"
+    }
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    cert = one(objects, "Certificate", "-webhook")
+    svc = f"{FULLNAME}-webhook"
+    assert cert["spec"]["dnsNames"] == [
+        svc,
+        f"{svc}.{NAMESPACE}",
+        f"{svc}.{NAMESPACE}.svc",
+        f"{svc}.{NAMESPACE}.svc.cluster.local",
+    ]
+    assert cert["spec"]["secretName"] == f"{svc}-tls"
+    assert cert["spec"]["issuerRef"]["name"] == f"{FULLNAME}-ca"
+    assert one(objects, "Issuer", "-ca")["spec"] == {"ca": {"secretName": f"{FULLNAME}-ca"}}
+    assert one(objects, "Certificate", "-ca")["spec"]["isCA"] is True
+    assert not {"Job", "CronJob"} & set(kinds(objects))
+    deployment = one(objects, "Deployment")
+    (tls,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == f"{svc}-tls"
+
+
+def test_cert_manager_with_a_cluster_issuer_creates_only_the_certificate() -> None:
+    objects = render(CHART / "ci" / "certmanager-clusterissuer-values.yaml")
+    assert [r.kind for r in objects if "cert-manager" in r.obj["apiVersion"]] == ["Certificate"]
+    cert = one(objects, "Certificate")
+    assert cert["spec"]["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+
+
+def test_failure_policy_ignore_and_the_other_knobs() -> None:
+    objects = render(CHART / "ci" / "failurepolicy-ignore-values.yaml")
+    hook = one(objects, "MutatingWebhookConfiguration")["webhooks"][0]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["reinvocationPolicy"] == "Never"
+    assert hook["timeoutSeconds"] == 3
+    assert hook["namespaceSelector"]["matchExpressions"] == [
+        {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": [NAMESPACE, "kube-system", "monitoring"],
+        },
+        {"key": "example.com/no-bond", "operator": "NotIn", "values": ["true"]},
+    ]
+    assert "PodDisruptionBudget" not in kinds(objects)
+    assert "CronJob" not in kinds(objects)
+    spec = one(objects, "Deployment")["spec"]
+    assert spec["replicas"] == 3
+    assert (
+        "requiredDuringSchedulingIgnoredDuringExecution"
+        in (spec["template"]["spec"]["affinity"]["podAntiAffinity"])
+    )
+    daemonset = one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    assert daemonset["volumes"][0]["hostPath"]["path"] == "/var/lib/cni/bin"
+
+
+def test_webhook_deployment_is_hardened(default: list[Rendered]) -> None:
+    deployment = one(default, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] == {"cpu": "50m", "memory": "96Mi"}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
+    assert container["args"][:2] == ["serve", "--port=8443"]
+    assert "--profiles=/etc/bond-injector/profiles/profiles.yaml" in container["args"]
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert (
+        anti[0]["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        == (spec["selector"]["matchLabels"])
+    )
+    pdb = one(default, "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": spec["selector"]}
+    assert "checksum/profiles" in spec["template"]["metadata"]["annotations"]
+
+
+def _rules(objects: list[Rendered], kind: str, suffix: str) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = one(objects, kind, suffix)["rules"]
+    return rules
+
+
+def test_rbac_is_least_privilege(default: list[Rendered]) -> None:
+    assert _rules(default, "ClusterRole", "-webhook") == [
+        {
+            "apiGroups": ["k8s.cni.cncf.io"],
+            "resources": ["network-attachment-definitions"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    secret = f"{FULLNAME}-webhook-tls"
+    for suffix in ("-certgen", "-certgen-hook"):
+        assert _rules(default, "Role", suffix) == [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": [secret, f"{secret}-ca"],
+                "verbs": ["get", "update"],
+            },
+        ]
+        assert _rules(default, "ClusterRole", suffix) == [
+            {
+                "apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["mutatingwebhookconfigurations"],
+                "resourceNames": [FULLNAME],
+                "verbs": ["get", "patch"],
+            }
+        ]
+    hook_sa = one(default, "ServiceAccount", "-certgen-hook")
+    assert "pre-install" in hook_sa["metadata"]["annotations"]["helm.sh/hook"]
+
+
+def test_certgen_jobs_run_ensure_before_and_patch_after(default: list[Rendered]) -> None:
+    jobs = {r.name: r.obj for r in default if r.kind == "Job"}
+    pre, post = jobs[f"{FULLNAME}-certgen-pre"], jobs[f"{FULLNAME}-certgen-post"]
+    assert pre["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert post["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+
+    def args(job: dict[str, Any]) -> list[str]:
+        spec = job["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        assert container["command"] == ["bond-injector"]
+        assert spec["serviceAccountName"] == f"{FULLNAME}-certgen-hook"
+        result: list[str] = container["args"]
+        return result
+
+    expected = [
+        "certs",
+        "ensure",
+        f"--namespace={NAMESPACE}",
+        f"--secret={FULLNAME}-webhook-tls",
+        f"--service={FULLNAME}-webhook",
+        "--renew-before=30d",
+        "--validity=365d",
+        "--ca-validity=3650d",
+    ]
+    assert args(pre) == expected
+    assert args(post) == [*expected, f"--webhook-config={FULLNAME}"]
+    cron = one(default, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert cron["containers"][0]["args"] == args(post)
+    assert cron["serviceAccountName"] == f"{FULLNAME}-certgen"
+
+
+def test_cni_installer_reaches_every_node_and_reinstalls_on_upgrade() -> None:
+    first = one(render(), "DaemonSet")
+    spec = first["spec"]["template"]["spec"]
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["volumes"] == [
+        {
+            "name": "cni-bin",
+            "hostPath": {"path": "/opt/cni/bin", "type": "DirectoryOrCreate"},
+        }
+    ]
+    (container,) = spec["containers"]
+    assert container["command"] == ["/usr/local/bin/install-bond-cni"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert spec["automountServiceAccountToken"] is False
+    # helm template renders revision 1; an upgrade renders another and so rolls the pods.
+    annotations = first["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["bond-injector.io/installed-by-revision"] == "1"
+    assert annotations["bond-injector.io/plugin-image"] == "ghcr.io/bond-injector/cni:0.1.0"
+
+
+def _profiles(objects: list[Rendered]) -> str:
+    text: str = one(objects, "ConfigMap", "-profiles")["data"]["profiles.yaml"]
+    return text
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=["defaults", *CI_IDS])
+def test_the_profiles_configmap_loads_in_the_webhook(values: Path | None) -> None:
+    objects = render(*([values] if values else []))
+    profiles = parse_profiles(_profiles(objects), "chart ConfigMap")
+    default = profiles.get("default")
+    assert default is not None
+    assert default.bond.interface == "bond0"
+    # Qualified names: pods of every namespace find the NADs.
+    assert all(a.namespace for a in default.attachments)
+
+
+def test_the_nads_match_the_default_profile(default: list[Rendered]) -> None:
+    profile = parse_profiles(_profiles(default)).get("default")
+    assert profile is not None
+    nads = {r.name: r.obj for r in default if r.kind == "NetworkAttachmentDefinition"}
+    assert set(nads) == {"sriov-pf-a", "sriov-pf-b", "bond-net"}
+    for leg, pool in zip(
+        profile.legs, ("intel.com/sriov_pf_a", "intel.com/sriov_pf_b"), strict=True
+    ):
+        assert leg.namespace == NAMESPACE
+        nad = nads[leg.name]
+        assert nad["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/resourceName": pool}
+        config = json.loads(nad["spec"]["config"])
+        assert config["type"] == "sriov"
+        assert "ipam" not in config
+        assert config["link_state"] == "auto"
+    bond_nad = nads[profile.bond.name]
+    check = check_bond_config(
+        f"{NAMESPACE}/{profile.bond.name}",
+        bond_nad["spec"]["config"],
+        [leg.interface for leg in profile.legs],
+    )
+    assert check.problem is None
+    assert check.warnings == ()
+
+
+def test_no_nads_value_set_points_the_profile_at_existing_nads() -> None:
+    objects = render(CHART / "ci" / "no-nads-values.yaml")
+    assert "NetworkAttachmentDefinition" not in kinds(objects)
+    profile = parse_profiles(_profiles(objects)).get("default")
+    assert profile is not None
+    assert [a.describe() for a in profile.attachments] == [
+        "sriov/ens1f0-vfs@net1",
+        "sriov/ens2f0-vfs@net2",
+        "sriov/ha-bond@bond0",
+    ]
+
+
+def test_extra_profiles_sit_beside_the_default() -> None:
+    objects = render(CHART / "ci" / "profiles-values.yaml")
+    profiles = parse_profiles(_profiles(objects))
+    assert sorted(profiles.profiles) == ["default", "storage"]
+    bond = one(objects, "NetworkAttachmentDefinition", "bond-net")
+    config = json.loads(bond["spec"]["config"])
+    assert config["ipam"] == {"type": "host-local", "subnet": "10.56.217.0/24"}
+    assert config["links"] == [{"name": "net1"}, {"name": "net2"}]
+    assert (config["mode"], config["mtu"], config["miimon"]) == ("balance-xor", 9000, "50")
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("webhook.bogus=1",), "at '/webhook': additional properties 'bogus' not allowed"),
+        (("bogus=1",), "additional properties 'bogus' not allowed"),
+        (("webhook.failurePolicy=Maybe",), "value must be one of 'Fail', 'Ignore'"),
+        (("webhook.url=http://127.0.0.1/mutate",), "at '/webhook/url'"),
+        (("webhook.timeoutSeconds=60",), "at '/webhook/timeoutSeconds'"),
+        (("certificates.mode=vault",), "at '/certificates/mode'"),
+        (("networks.legs.pfA.interface=this-is-too-long",), "/networks/legs/pfA/interface"),
+    ],
+)
+def test_the_schema_refuses_with_a_clear_error(sets: tuple[str, ...], message: str) -> None:
+    result = helm(*template_args(sets=sets), check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ("webhook.url=https://127.0.0.1:9443/mutate",),
+            "webhook.url is set, so the webhook runs outside the cluster: set "
+            "certificates.mode=external",
+        ),
+        (
+            ("certificates.mode=external",),
+            "certificates.mode=external needs certificates.external.caBundle",
+        ),
+        (
+            ("networks.legs.pfB.interface=net1",),
+            'networks.legs.pfB.interface "net1" is used twice',
+        ),
+        (("defaultProfile.enabled=false",), "no bond profile"),
+    ],
+)
+def test_inconsistent_values_fail_with_the_fix(sets: tuple[str, ...], message: str) -> None:
+    result = helm(*template_args(sets=sets), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_every_value_is_documented() -> None:
+    """helm-docs style: every key has a `# --` comment block right above it, unless it is a parent
+    whose children are documented, or sits inside a documented value (e.g. `resources`)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    key = re.compile(r"^(\s*)([A-Za-z][A-Za-z0-9]*):(.*)$")
+    undocumented = []
+    documented_at: list[int] = []  # indents of the enclosing documented keys
+    for i, line in enumerate(lines):
+        m = key.match(line)
+        if not m:
+            continue
+        indent, name, rest = len(m.group(1)), m.group(2), m.group(3)
+        documented_at = [d for d in documented_at if d < indent]
+        if documented_at:
+            continue
+        j = i - 1
+        while j >= 0 and lines[j].lstrip().startswith("#") and "# --" not in lines[j]:
+            j -= 1
+        if j >= 0 and lines[j].lstrip().startswith("# --"):
+            documented_at.append(indent)
+            continue
+        nxt = next((x for x in lines[i + 1 :] if x.strip() and not x.lstrip().startswith("#")), "")
+        if rest.strip() == "" and len(nxt) - len(nxt.lstrip()) > indent:
+            continue  # a parent: its children carry the docs
+        undocumented.append(name)
+    assert undocumented == []
+
+
+def test_the_schema_knows_every_default_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node: dict[str, Any], value: Any, path: str) -> None:
+        if node.get("additionalProperties") is False:
+            unknown = set(value) - set(node["properties"])
+            assert not unknown, f"{path}: {unknown} missing from values.schema.json"
+        for k, v in (value or {}).items():
+            sub = node.get("properties", {}).get(k)
+            if isinstance(sub, dict) and sub.get("type") == "object" and isinstance(v, dict):
+                walk(sub, v, f"{path}.{k}")
+
+    walk(schema, values, "")
