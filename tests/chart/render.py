@@ -58,8 +58,13 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def template_args(*values: Path, sets: tuple[str, ...] = ()) -> list[str]:
-    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+def template_args(
+    *values: Path,
+    sets: tuple[str, ...] = (),
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> list[str]:
+    args = ["template", release, str(CHART), "--namespace", namespace]
     for path in values:
         args += ["--values", str(path)]
     for item in sets:
