@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Build bin/bond: the bond CNI plugin as a self-contained PyInstaller one-dir bundle.
+#
+#   bin/bond.d/       the bundle (bootloader `bond`, the interpreter, the stdlib and deps in _internal/)
+#   bin/bond          a symlink to bond.d/bond: install both side by side in the CNI bin dir,
+#                     e.g. `cp -a bin/bond bin/bond.d /opt/cni/bin/`
+#
+# The bundle needs nothing from the node but the kernel and libc.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-.venv/bin/python}
+work=$(mktemp -d build/bond-cni.XXXXXX 2>/dev/null || { mkdir -p build && mktemp -d build/bond-cni.XXXXXX; })
+trap 'rm -rf "$work"' EXIT
+
+cat > "$work/bond.py" <<'PY'
+import sys
+
+from cni.main import main
+
+sys.exit(main())
+PY
+
+# pyroute2 loads its netlink message plugins by name: take all of its submodules.
+"$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
+    --onedir --name bond \
+    --paths . \
+    --collect-submodules pyroute2 \
+    --collect-submodules cni \
+    --exclude-module tkinter --exclude-module pydoc \
+    --distpath "$work/dist" --workpath "$work/build" --specpath "$work" \
+    "$work/bond.py"
+
+mkdir -p bin
+rm -rf bin/bond.d.new
+mv "$work/dist/bond" bin/bond.d.new
+# Replace the old bundle by rename, never in place: a runtime may be executing it right now.
+if [ -d bin/bond.d ]; then mv bin/bond.d "$work/old"; fi
+mv bin/bond.d.new bin/bond.d
+ln -sfn bond.d/bond bin/bond.tmp && mv -T bin/bond.tmp bin/bond
+echo "built bin/bond -> bin/bond.d/bond ($(du -sh bin/bond.d | cut -f1))"
