@@ -1,0 +1,17 @@
+#!/bin/sh
+# assemble.sh SRC ROOTFS: build the bond plugin bundle from SRC with ./build.sh in a clean venv
+# and lay out the installer image's files under ROOTFS:
+#   ROOTFS/opt/bond-injector/bond/              the one-dir bundle (executable `bond` inside)
+#   ROOTFS/usr/local/bin/install-bond-cni       the DaemonSet's command
+# Used by Dockerfile.cni and by tests/chart/test_images.py.
+set -eu
+src=$1 rootfs=$2
+cd "$src"
+python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check . 'pyinstaller>=6.10,<7'
+./build.sh
+mkdir -p "$rootfs/opt/bond-injector" "$rootfs/usr/local/bin"
+rm -rf "$rootfs/opt/bond-injector/bond"
+cp -a bin/bond.d "$rootfs/opt/bond-injector/bond"
+cp images/cni/install-bond-cni.sh "$rootfs/usr/local/bin/install-bond-cni"
+chmod 0755 "$rootfs/usr/local/bin/install-bond-cni"
