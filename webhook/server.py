@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -110,6 +112,8 @@ def serve(options: ServeOptions) -> int:
         CertificateReloader(options.tls)  # fail fast, before any worker starts
     config = WebhookConfig(options)
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal after draining; exit 0 then, not "killed by SIGTERM" (143).
+    signal.signal(signal.SIGTERM, _drained)
     try:
         if options.workers > 1:
             Multiprocess(config, sockets=[config.bind_socket()]).run()
@@ -118,3 +122,7 @@ def serve(options: ServeOptions) -> int:
     finally:
         config.stop_sources()
     return 0 if server.started or options.workers > 1 else 1
+
+
+def _drained(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

@@ -1,0 +1,159 @@
+"""`bond-injector preview` and `bond-injector serve` as a user runs them (real processes)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.webhook.builders import EXAMPLES
+from tests.webhook.live import client_context, poll
+from tests.webhook.pki import CA
+from tests.webhook.reviews import review
+
+CLI = [sys.executable, "-m", "webhook"]
+PROFILES, NADS = str(EXAMPLES / "profiles.yaml"), str(EXAMPLES / "nads.yaml")
+
+
+def _preview(pod: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = [*CLI, "preview", str(pod), "--profiles", PROFILES, "--nads", NADS, *extra]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_preview_of_the_seed_pod() -> None:
+    result = _preview(EXAMPLES / "seed-pod.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    pod = yaml.safe_load(result.stdout)
+    networks = json.loads(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"])
+    assert [(n["name"], n["interface"]) for n in networks] == [
+        ("sriov-pf-a", "net1"),
+        ("sriov-pf-b", "net2"),
+        ("bond-net", "bond0"),
+    ]
+    one_each = {"intel.com/sriov_pf_a": "1", "intel.com/sriov_pf_b": "1"}
+    (container,) = pod["spec"]["containers"]
+    assert container["resources"] == {"requests": one_each, "limits": one_each}
+    assert container["command"] == ["/bin/sh", "-c", "sleep 60m"], "the rest of the pod is kept"
+
+
+def test_preview_denial_goes_to_stderr_with_exit_1(tmp_path: Path) -> None:
+    pod = yaml.safe_load((EXAMPLES / "seed-pod.yaml").read_text())
+    pod["metadata"]["annotations"] = {"k8s.v1.cni.cncf.io/networks": "macvlan@net2"}
+    path = tmp_path / "pod.yaml"
+    path.write_text(yaml.safe_dump(pod))
+    result = _preview(path, "--namespace", "team")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        "denied: pod team/test-pod: annotation k8s.v1.cni.cncf.io/networks entry 0 "
+        "(macvlan@net2) already uses interface net2"
+    )
+
+
+def test_preview_warnings_go_to_stderr(tmp_path: Path) -> None:
+    pod = yaml.safe_load((EXAMPLES / "seed-pod.yaml").read_text())
+    pod["metadata"]["annotations"] = {"k8s.v1.cni.cncf.io/networks": "ghost@eth1"}
+    path = tmp_path / "pod.yaml"
+    path.write_text(yaml.safe_dump(pod))
+    result = _preview(path)
+    assert result.returncode == 0
+    assert "warning: pod default/test-pod: annotation entry 0 names " in result.stderr
+    assert yaml.safe_load(result.stdout)["kind"] == "Pod"
+
+
+def test_preview_of_bad_input_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text("kind: Service\n")
+    result = _preview(path)
+    assert (result.returncode, result.stderr.strip()) == (
+        2,
+        f"bond-injector preview: {path} is not a Pod manifest",
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _ready(port: int, ctx: ssl.SSLContext) -> bool:
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=1) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            return tls.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def test_serve_drains_an_in_flight_request_on_sigterm(tmp_path: Path) -> None:
+    ca = CA("ca")
+    cert, key = ca.issue("localhost").write(tmp_path, "tls")
+    ctx = client_context(ca.write(tmp_path / "ca.crt"))
+    port = _free_port()
+    args = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--tls-cert", str(cert),
+            "--tls-key", str(key), "--profiles", PROFILES, "--nads", NADS]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        poll(lambda: _ready(port, ctx) or proc.poll() is not None, timeout=30, what="serve")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        body = json.dumps(review(yaml.safe_load((EXAMPLES / "seed-pod.yaml").read_text()))).encode()
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            head = (
+                "POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\n\r\n"
+            )
+            tls.sendall(head.encode() + body[:100])  # the request is now in flight
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)  # it waits for us
+            tls.sendall(body[100:])
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200")
+        assert b'"allowed":true' in reply
+        assert proc.wait(timeout=30) == 0
+        _, stderr = proc.communicate(timeout=5)
+        lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        assert [line["outcome"] for line in lines] == ["patched"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_refuses_a_mismatched_pair(tmp_path: Path) -> None:
+    ca = CA("ca")
+    cert, _ = ca.issue("localhost").write(tmp_path / "a", "tls")
+    _, key = ca.issue("localhost").write(tmp_path / "b", "tls")
+    args = [
+        *CLI,
+        "serve",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--profiles",
+        PROFILES,
+        "--nads",
+        NADS,
+    ]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"bond-injector serve: cannot use {cert} with {key}")
