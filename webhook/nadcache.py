@@ -26,8 +26,8 @@ class NadFetchError(RuntimeError):
     """The API server could not be asked (the request is answered as an error, not a denial)."""
 
 
-class _Gone(Exception):
-    pass
+class WatchExpired(Exception):
+    """410 Gone: the watch's resourceVersion is older than the server keeps; relist."""
 
 
 class KubeNadCache:
@@ -106,7 +106,7 @@ class KubeNadCache:
                 version = self._list()
                 delay = self._backoff[0]
                 self._watch_from(version)
-            except _Gone:
+            except WatchExpired:
                 log.info("NAD watch expired (410 Gone); relisting")
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -148,7 +148,7 @@ class KubeNadCache:
                     version = self._apply(event) or version
             except ApiException as exc:
                 if exc.status == _GONE:
-                    raise _Gone from None
+                    raise WatchExpired from None
                 raise
 
     def _apply(self, event: dict[str, Any]) -> str | None:
