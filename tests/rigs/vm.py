@@ -1,0 +1,171 @@
+"""Boot Debian's stock kernel (which has the bonding module) over the host's root filesystem.
+
+virtme-ng (`vng`) runs qemu under TCG: with KVM the Debian kernel hangs on our machines. The guest
+sees the host's files read-only over 9p, except `rwdir`, which it can write.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MEMORY = "2G"
+DEFAULT_CPUS = 2
+_VERSION_PART = re.compile(r"(\d+)")
+
+
+class VmError(RuntimeError):
+    """The VM could not be started, or did not finish in time."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    version: str  # e.g. "6.1.0-56-amd64"
+    image: Path  # /boot/vmlinuz-<version>
+
+
+@dataclass(frozen=True)
+class VmRun:
+    returncode: int
+    output: str  # the guest command's stdout and stderr, interleaved, plus vng's own messages
+    seconds: float  # wall time on the host, boot and shutdown included
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in _VERSION_PART.findall(version))
+
+
+def find_kernel(boot: Path = Path("/boot"), modules: Path = Path("/lib/modules")) -> Kernel:
+    """The newest /boot/vmlinuz-<ver> whose /lib/modules/<ver> has the bonding module."""
+    candidates = []
+    for image in boot.glob("vmlinuz-*"):
+        version = image.name.removeprefix("vmlinuz-")
+        if any((modules / version).glob("kernel/drivers/net/bonding/bonding.ko*")):
+            candidates.append(Kernel(version, image))
+    if not candidates:
+        raise VmError(
+            f"no kernel in {boot} has a bonding module under {modules}/<version>; "
+            "run `make deps` (tools/ensure-apt.sh installs linux-image-amd64)"
+        )
+    return max(candidates, key=lambda k: _version_key(k.version))
+
+
+def _tool_path() -> str:
+    """PATH with this interpreter's bin dir first: vng runs `virtme-run` from PATH."""
+    return os.pathsep.join([str(Path(sys.prefix) / "bin"), os.environ.get("PATH", os.defpath)])
+
+
+def _require(tool: str, path: str, why: str) -> str:
+    found = shutil.which(tool, path=path)
+    if found is None:
+        raise VmError(f"{tool} not found ({why}); run `make deps`")
+    return found
+
+
+def vng_command(
+    kernel: Kernel, command: str, *, rwdir: Path, memory: str, cpus: int, path: str
+) -> list[str]:
+    vng = _require("vng", path, "virtme-ng, a dev dependency in .venv")
+    _require("virtme-run", path, "installed with virtme-ng")
+    _require("qemu-system-x86_64", path, "apt package qemu-system-x86")
+    return [
+        vng,
+        "--run",
+        str(kernel.image),
+        "--disable-kvm",  # with KVM the Debian kernel hangs on these machines
+        "--user",
+        "root",
+        "--cwd",
+        str(rwdir),
+        "--rwdir",
+        str(rwdir),
+        "--memory",
+        memory,
+        "--cpus",
+        str(cpus),
+        "--exec",
+        command,
+    ]
+
+
+def run_in_vm(
+    command: str,
+    *,
+    rwdir: Path,
+    timeout: float,
+    log: Path | None = None,
+    memory: str = DEFAULT_MEMORY,
+    cpus: int = DEFAULT_CPUS,
+    kernel: Kernel | None = None,
+) -> VmRun:
+    """Boot one VM, run `command` with sh in `rwdir` as root, return its exit code and output.
+
+    The output goes to `log` as it comes (so a long run can be followed with `tail -f`).
+    """
+    path = _tool_path()
+    argv = vng_command(
+        kernel or find_kernel(), command, rwdir=rwdir, memory=memory, cpus=cpus, path=path
+    )
+    return _run(argv, env={**os.environ, "PATH": path}, cwd=rwdir, timeout=timeout, log=log)
+
+
+def run_on_host(command: str, *, cwd: Path, timeout: float, log: Path | None = None) -> VmRun:
+    """Run the same command with sh on the host: for hosts whose own kernel can bond."""
+    return _run(["sh", "-c", command], env=dict(os.environ), cwd=cwd, timeout=timeout, log=log)
+
+
+def _run(
+    argv: list[str], *, env: dict[str, str], cwd: Path, timeout: float, log: Path | None
+) -> VmRun:
+    log_path = log or cwd / ".cache" / "kernel-rig" / "vm.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log_path.open("w+b") as out:
+        # A session of its own, so a timeout can stop vng, virtme-run and qemu together.
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            out.seek(0)
+            tail = out.read().decode(errors="replace")[-4000:]
+            raise VmError(
+                f"`{' '.join(argv[:3])} ...` did not finish within {timeout:.0f} s; "
+                f"log {log_path}, its end:\n{tail}"
+            ) from None
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C): leave no qemu behind
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.seek(0)
+        output = out.read().decode(errors="replace")
+    return VmRun(returncode, output, time.monotonic() - started)
+
+
+def main() -> int:
+    """`python -m tests.rigs.vm 'CMD'`: run CMD as root in the VM, in the current directory."""
+    command = " ".join(sys.argv[1:]) or "uname -r; modprobe bonding && echo bonding loaded"
+    run = run_in_vm(command, rwdir=Path.cwd(), timeout=900)
+    sys.stdout.write(run.output)
+    sys.stderr.write(f"vm: exit {run.returncode} after {run.seconds:.1f} s\n")
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
