@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Generator
@@ -194,6 +195,9 @@ def _inner_command(config: pytest.Config, nodeids: list[str], rig_dir: Path) -> 
     results = rig_dir / "results.json"
     results.unlink(missing_ok=True)
     env = {IN_VM: "1", RESULTS: str(results), "PYTHONPATH": str(_PROJECT_ROOT)}
+    # Scanning every installed distribution for plugins reads hundreds of files over 9p; a kernel
+    # test that needs an installed plugin names it with `-p` in its own conftest instead.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     argv = [sys.executable, "-m", "pytest", "-p", "tests.rigs.kernel_plugin"]
     # The cluster rig has no business in the VM, and its imports cost seconds there.
     argv += ["-p", "no:tests.rigs.cluster_plugin", "-p", "no:cacheprovider"]
@@ -215,12 +219,19 @@ def _rig_dir(config: pytest.Config) -> Path:
     return rig_dir
 
 
+def _prune_old_runs(rig_dir: Path, max_age: float = 86400) -> None:
+    for old in rig_dir.parent.glob("run-*"):
+        if old != rig_dir and time.time() - old.stat().st_mtime > max_age:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _ensure_kernel_run(session: pytest.Session) -> _KernelRun:
     config = session.config
     if _kernel_run_key in config.stash:
         return config.stash[_kernel_run_key]
     kernel_run = config.stash[_kernel_run_key] = _KernelRun()
     rig_dir = _rig_dir(config)
+    _prune_old_runs(rig_dir)
     command = _inner_command(config, _selected_kernel_nodeids(session), rig_dir)
     log = rig_dir / "vm.log"
     timeout = float(os.environ.get(TIMEOUT, "1500"))
