@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 
 # Multus' check for the short form: DNS-1123-like units, case-insensitive.
@@ -77,7 +79,7 @@ def parse_networks(value: str) -> list[NetworkSelection]:
 
 def serialise_networks(selections: list[NetworkSelection]) -> str:
     """The JSON form, compact, as Multus and the apiserver store it."""
-    return json.dumps([s.to_json_object() for s in selections], separators=(",", ":"))
+    return orjson.dumps([s.to_json_object() for s in selections]).decode()
 
 
 def _parse_short(item: str) -> NetworkSelection:

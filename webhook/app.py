@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from webhook.endpoint import MutateEndpoint
 from webhook.metrics import Metrics
@@ -20,6 +21,18 @@ from webhook.profiles import ProfileStore
 
 # The API server sends at most a 3 MiB object; the review around it adds the old object too.
 DEFAULT_MAX_BODY = 7 * 1024 * 1024
+
+
+class WebhookApp(FastAPI):
+    """FastAPI for the small routes; POST /mutate skips its middleware stack (the hot path)."""
+
+    mutate_endpoint: MutateEndpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/mutate" and scope["method"] == "POST":
+            await self.mutate_endpoint(scope, receive, send)  # never raises for bad input
+            return
+        await super().__call__(scope, receive, send)
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,7 @@ def create_app(
     *,
     certificate: CertificateState | None = None,
     now: Callable[[], float] = time.time,
-) -> FastAPI:
+) -> WebhookApp:
     profiles = ProfileStore(settings.profiles)
 
     def state() -> dict[str, tuple[str, float | None]]:
@@ -67,9 +80,10 @@ def create_app(
         }
 
     metrics = Metrics(state)
-    app = FastAPI(title="bond-injector", openapi_url=None, docs_url=None, redoc_url=None)
+    app = WebhookApp(title="bond-injector", openapi_url=None, docs_url=None, redoc_url=None)
     endpoint = MutateEndpoint(profiles, nad_source, metrics, clock, settings.max_body_bytes)
-    app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))
+    app.mutate_endpoint = endpoint
+    app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))  # 405 for the rest
 
     @app.get("/healthz")
     def healthz() -> PlainTextResponse:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from webhook.nads import NetworkAttachmentDefinition
 
 
 @dataclass(frozen=True)
@@ -13,13 +14,15 @@ class BondCheck:
     warnings: tuple[str, ...] = ()
 
 
-def check_bond_config(nad_ref: str, config: str, leg_interfaces: list[str]) -> BondCheck:
+def check_bond_config(
+    nad_ref: str, nad: NetworkAttachmentDefinition, leg_interfaces: list[str]
+) -> BondCheck:
     """Check the bond plugin's `links` equal the legs, and that it looks for them in the pod."""
-    try:
-        conf = json.loads(config) if config else None
-    except json.JSONDecodeError as exc:
-        return BondCheck(f"{nad_ref}: spec.config is not valid JSON ({exc.msg}); fix the NAD")
-    bond = _find_bond_plugin(conf)
+    if nad.config_error is not None:
+        return BondCheck(
+            f"{nad_ref}: spec.config is not valid JSON ({nad.config_error}); fix the NAD"
+        )
+    bond = _find_bond_plugin(nad.config_json)
     if bond is None:
         return BondCheck(
             f"{nad_ref}: spec.config has no plugin of type 'bond'; point the profile's bond at a "

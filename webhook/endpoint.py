@@ -88,9 +88,9 @@ class MutateEndpoint:
             size += len(chunk)
             if size > self._max_body:
                 raise _HttpError(413, f"body larger than {self._max_body} bytes")
-            chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return chunk if not chunks else b"".join([*chunks, chunk])
+            chunks.append(chunk)
 
     async def _review(self, body: bytes, entry: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -225,7 +225,7 @@ class _Mutation:
                 f"{ref} does not exist (profile {self.profile.name!r}, bond {bond.interface}); "
                 "create it, or fix the profile's bond network"
             )
-        check = check_bond_config(ref, nad.config, [leg.interface for leg in self.profile.legs])
+        check = check_bond_config(ref, nad, [leg.interface for leg in self.profile.legs])
         if check.problem is not None:
             raise _Denied(check.problem)
         self.warnings.extend(check.warnings)

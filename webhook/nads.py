@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,17 @@ class NetworkAttachmentDefinition:
     resource_name: str | None
     config: str
     resource_version: str = ""
+    # spec.config decoded once when the NAD is stored, not on every admission.
+    config_json: Any = field(init=False, repr=False, compare=False)
+    config_error: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            decoded, error = (json.loads(self.config) if self.config else None), None
+        except json.JSONDecodeError as exc:
+            decoded, error = None, exc.msg
+        object.__setattr__(self, "config_json", decoded)
+        object.__setattr__(self, "config_error", error)
 
     @property
     def key(self) -> tuple[str, str]:

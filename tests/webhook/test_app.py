@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jsonpatch
 import pytest
 
@@ -252,3 +253,39 @@ def test_profiles_are_reread_without_restart(tmp_path: Path) -> None:
         ]
         is True
     )
+
+
+def _call_raw(app: Any, messages: list[dict[str, Any]]) -> tuple[int, bytes]:
+    """Drive the ASGI app with a body in several chunks and no content-length."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/mutate",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        await app(scope, receive, send)
+
+    anyio.run(run)
+    return sent[0]["status"], sent[1]["body"]
+
+
+def test_chunked_body_is_assembled_and_limited() -> None:
+    app = create_app(SETTINGS, source())
+    body = json.dumps(review(pod())).encode()
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    messages[-1]["more_body"] = False
+    status, data = _call_raw(app, messages)
+    assert status == 200 and json.loads(data)["response"]["allowed"] is True
+    huge = [{"type": "http.request", "body": b" " * 40_000, "more_body": True}] * 2
+    status, data = _call_raw(app, [*huge, {"type": "http.request", "body": b""}])
+    assert (status, json.loads(data)) == (413, {"error": "body larger than 65536 bytes"})
