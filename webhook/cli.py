@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--nads", type=Path, help="NADs from this YAML file, not the API server")
     source.add_argument("--kubeconfig", type=Path, help="API server access (default: in-cluster)")
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--health-port",
+        type=int,
+        help="also serve /healthz, /readyz, /metrics over plain HTTP here (for probes with mTLS)",
+    )
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
     serve.add_argument(
         "--insecure-http",
@@ -82,10 +87,11 @@ def _serve(args: argparse.Namespace) -> int:
         nads_file=args.nads,
         kubeconfig=args.kubeconfig,
         workers=args.workers,
+        health_port=args.health_port,
     )
     try:
         return serve(options)
-    except (TlsError, ProfileError, NadError) as exc:
+    except (TlsError, ProfileError, NadError, ValueError) as exc:
         print(f"bond-injector serve: {exc}", file=sys.stderr)
         return 2
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import signal
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.supervisors import Multiprocess
 
 from webhook.app import Settings, create_app
@@ -32,6 +34,9 @@ class ServeOptions:
     graceful_timeout: float = 20.0  # under the pod's 30 s terminationGracePeriod
     sync_timeout: float = 30.0  # how long startup waits for the NAD cache before serving unready
     cert_check_interval: float = 1.0
+    # Plain-HTTP port for /healthz, /readyz, /metrics: kubelet probes carry no client
+    # certificate, so with a client CA they cannot use the TLS port.
+    health_port: int | None = None
 
 
 class WebhookConfig(uvicorn.Config):
@@ -46,6 +51,7 @@ class WebhookConfig(uvicorn.Config):
         self.reloader: CertificateReloader | None = None
         self.nad_source: NadSource | None = None
         self._stop_source: Callable[[], None] | None = None
+        self._health: _HealthServer | None = None
         super().__init__(
             app="webhook.app:create_app",  # replaced in load(); uvicorn wants a name for workers
             host=options.host,
@@ -68,6 +74,8 @@ class WebhookConfig(uvicorn.Config):
             self.reloader = CertificateReloader(options.tls, options.cert_check_interval)
         self.nad_source = self._nad_source()
         self.app = create_app(options.settings, self.nad_source, certificate=self.reloader)
+        if options.health_port is not None:
+            self._health = _HealthServer(self.app, options.host, options.health_port)
         super().load()
 
     def configure_logging(self) -> None:
@@ -75,6 +83,8 @@ class WebhookConfig(uvicorn.Config):
         configure_logging()  # spawned workers start with no logging set up
 
     def stop_sources(self) -> None:
+        if self._health is not None:
+            self._health.stop()
         if self._stop_source is not None:
             self._stop_source()
 
@@ -99,6 +109,39 @@ class WebhookConfig(uvicorn.Config):
         return cache
 
 
+HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class _HealthOnly:
+    """The app's health and metrics routes, and nothing else (this port has no TLS)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in HEALTH_PATHS:
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self._app(scope, receive, send)
+
+
+class _HealthServer:
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            _HealthOnly(app), host=host, port=port, lifespan="off", log_config=None,
+            access_log=False, server_header=False, http="h11", ws="none",
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        # Not the main thread: uvicorn installs no signal handlers here; stop() ends it.
+        self._thread = threading.Thread(target=self.server.run, name="health", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(5)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Plain messages on stderr: admission lines are JSON already."""
     root = logging.getLogger()
@@ -108,6 +151,8 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def serve(options: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT; in-flight requests finish before exit."""
+    if options.health_port is not None and options.workers > 1:
+        raise ValueError("--health-port needs --workers 1 (each worker would bind it)")
     if options.tls is not None:
         CertificateReloader(options.tls)  # fail fast, before any worker starts
     config = WebhookConfig(options)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import ssl
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jsonpatch
@@ -165,3 +166,29 @@ def test_mutual_tls(pki: Pki, tmp_path: Path) -> None:
         ctx = client_context(pki.ca_file, good)
         poll(lambda: peer_serial(server.port, ctx) == renewed.serial, what="the renewed cert")
         assert _refused(server.port, client_context(pki.ca_file))
+
+
+def test_health_port_serves_probes_without_client_certificates(pki: Pki, tmp_path: Path) -> None:
+    client_ca = CA("apiserver-client-ca").write(tmp_path / "client-ca.crt")
+    files = TlsFiles(pki.mount / "tls.crt", pki.mount / "tls.key", client_ca)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        health_port = s.getsockname()[1]
+    options = replace(_options(files), health_port=health_port)
+    with running(options) as server:
+        assert _refused(server.port, client_context(pki.ca_file))
+
+        def get(path: str) -> int | None:
+            conn = http.client.HTTPConnection("127.0.0.1", health_port, timeout=5)
+            try:
+                conn.request("GET", path)
+                return conn.getresponse().status
+            except OSError:
+                return None
+            finally:
+                conn.close()
+
+        poll(lambda: get("/healthz") == 200, what="the health port")
+        assert get("/readyz") == 200
+        assert get("/metrics") == 200
+        assert get("/mutate") == 404, "admissions only over TLS"
