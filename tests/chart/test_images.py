@@ -1,0 +1,85 @@
+"""The two images' contents, built the way their Dockerfiles build them (see tests/chart/images.py:
+no Docker engine here), then used as the chart uses them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.chart.images import REPO, Built, build
+
+_ENV = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
+
+
+@pytest.fixture(scope="module")
+def webhook_image(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return build(REPO / "Dockerfile.webhook", tmp_path_factory.mktemp("webhook-image"))
+
+
+@pytest.fixture(scope="module")
+def cni_image(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return build(REPO / "Dockerfile.cni", tmp_path_factory.mktemp("cni-image"))
+
+
+def _run(*args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        env={**_ENV, **env},
+        cwd="/",  # not the repository: only what the image holds may be imported
+        check=False,
+        timeout=120,
+    )
+
+
+def test_webhook_image_runs_the_commands_the_chart_uses(
+    webhook_image: Built, tmp_path: Path
+) -> None:
+    assert webhook_image.entrypoint == '["bond-injector"]'
+    venv = webhook_image.rootfs / "opt" / "bond-injector"
+    serve = _run(venv / "bin" / "bond-injector", "serve", "--help")
+    assert serve.returncode == 0, serve.stderr
+    assert "--tls-cert" in serve.stdout
+    certs = _run(
+        venv / "bin" / "bond-injector", "certs", "generate", "--out-dir", tmp_path, "--dns", "x"
+    )
+    assert certs.returncode == 0, certs.stderr
+    assert (tmp_path / "tls.crt").is_file()
+    # The helm test pod runs `python -c` with the standard library only.
+    assert _run(venv / "bin" / "python", "-c", "import ssl, urllib.request").returncode == 0
+    # Runtime dependencies only: the dev tools are not in the image.
+    for module in ("pytest", "mypy", "PyInstaller"):
+        assert _run(venv / "bin" / "python", "-c", f"import {module}").returncode != 0, module
+
+
+def test_cni_image_installs_a_plugin_that_answers_version(cni_image: Built, tmp_path: Path) -> None:
+    assert cni_image.entrypoint == '["/usr/local/bin/install-bond-cni"]'
+    assert any("apt-get" in line for line in cni_image.skipped)
+    host_bin = tmp_path / "opt-cni-bin"
+    host_bin.mkdir()
+    installer = cni_image.rootfs / "usr" / "local" / "bin" / "install-bond-cni"
+    installed = _run(
+        installer,
+        BOND_CNI_SOURCE=str(cni_image.rootfs / "opt" / "bond-injector" / "bond"),
+        CNI_BIN_DIR=str(host_bin),
+        INSTALL_ONLY="1",
+    )
+    assert installed.returncode == 0, installed.stderr
+    # Run it as a runtime would: from the host directory, with an empty environment but CNI's.
+    version = subprocess.run(
+        [str(host_bin / "bond")],
+        input="{}",
+        capture_output=True,
+        text=True,
+        env={"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"},
+        cwd="/",
+        check=False,
+        timeout=60,
+    )
+    assert version.returncode == 0, version.stderr
+    assert "1.1.0" in json.loads(version.stdout)["supportedVersions"]
