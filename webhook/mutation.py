@@ -205,11 +205,12 @@ class _Mutation:
                 )
             other = pools.get(nad.resource_name)
             if other is not None:
+                # Short enough for a warning (the API server may cut those at 256 characters).
+                first = f"{other.namespace or self.ns}/{other.name}"
                 text = (
-                    f"{self.ref}: legs {other.interface} ({self._nad_ref(other)}) and "
-                    f"{leg.interface} ({ref}) both use pool {nad.resource_name}; two VFs of one "
-                    "pool may sit on one NIC, so the bond would not survive its failure. Give "
-                    "each leg a NAD with its own pool (one PF per NIC)"
+                    f"{self.ref}: legs {other.interface} ({first}) and {leg.interface} "
+                    f"({leg.namespace or self.ns}/{leg.name}) both use pool {nad.resource_name}, "
+                    "so both VFs may sit on one NIC; give each leg a NAD with its own pool"
                 )
                 if self.profile.require_distinct_pools:
                     raise _Denied(text)

@@ -148,10 +148,9 @@ CASES = [
         nads=source(nad("sriov-pf-a2", POOL_A, {"type": "sriov"})),
         profiles=SAME_POOL,
         warnings=(
-            "pod default/test-pod: legs net1 (network-attachment-definition default/sriov-pf-a) "
-            "and net2 (network-attachment-definition default/sriov-pf-a2) both use pool "
-            "intel.com/sriov_pf_a; two VFs of one pool may sit on one NIC, so the bond would not "
-            "survive its failure. Give each leg a NAD with its own pool (one PF per NIC)",
+            "pod default/test-pod: legs net1 (default/sriov-pf-a) and net2 (default/sriov-pf-a2) "
+            "both use pool intel.com/sriov_pf_a, so both VFs may sit on one NIC; give each leg a "
+            "NAD with its own pool",
         ),
     ),
     Case(
@@ -230,3 +229,8 @@ def test_pods_without_the_label_are_left_alone(labels: dict[str, str]) -> None:
     assert decision.allowed
     assert decision.patch == []
     assert decision.outcome == "skipped"
+
+
+def test_warnings_fit_the_api_servers_limit() -> None:
+    for case in CASES:
+        assert all(len(w) <= 256 for w in case.warnings), case.id

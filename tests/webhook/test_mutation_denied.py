@@ -130,10 +130,9 @@ DENIALS = [
     Denial(
         "two legs in one pool",
         pod(),
-        P + "legs net1 (network-attachment-definition default/sriov-pf-a) and net2 "
-        "(network-attachment-definition default/sriov-pf-b) both use pool intel.com/sriov_pf_a; "
-        "two VFs of one pool may sit on one NIC, so the bond would not survive its failure. Give "
-        "each leg a NAD with its own pool (one PF per NIC)",
+        P + "legs net1 (default/sriov-pf-a) and net2 (default/sriov-pf-b) both use pool "
+        "intel.com/sriov_pf_a, so both VFs may sit on one NIC; give each leg a NAD with its own "
+        "pool",
         nads=source(nad("sriov-pf-b", POOL_A, {"type": "sriov"})),
     ),
     Denial(
