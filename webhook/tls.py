@@ -109,7 +109,11 @@ class CertificateReloader:
                 log.error("keeping the current certificate: %s", exc)
                 return
             # Files swapped again while loading: use what loaded, look again next time.
-            self._signature_loaded = signature if signature == self._signature() else None
+            try:
+                again = self._signature()
+            except OSError:
+                again = None
+            self._signature_loaded = signature if signature == again else None
             self._current, self._not_after = context, not_after
             self.last_error = None
             self.reloads += 1

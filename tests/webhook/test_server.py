@@ -192,3 +192,23 @@ def test_health_port_serves_probes_without_client_certificates(pki: Pki, tmp_pat
         assert get("/readyz") == 200
         assert get("/metrics") == 200
         assert get("/mutate") == 404, "admissions only over TLS"
+
+
+def test_missing_files_keep_the_current_pair(pki: Pki) -> None:
+    reloader = CertificateReloader(pki.files, check_interval=0.0)
+    (pki.mount / "..data").unlink()  # a volume caught between two updates
+    reloader.check()
+    assert reloader.last_error is not None and "cannot stat" in reloader.last_error
+    assert reloader.reloads == 0
+
+
+def test_checks_are_throttled_by_the_interval(pki: Pki) -> None:
+    now = [0.0]
+    reloader = CertificateReloader(pki.files, check_interval=5.0, clock=lambda: now[0])
+    secret_volume_swap(pki.mount, pki.ca.issue("renewed"), 2)
+    now[0] = 4.9
+    reloader.check()
+    assert reloader.reloads == 0
+    now[0] = 5.0
+    reloader.check()
+    assert reloader.reloads == 1
