@@ -62,6 +62,8 @@ def mutate(
         return _Mutation(pod, meta, ns, profiles, lookup).run()
     except _Denied as denial:
         return Decision(allowed=False, message=str(denial))
+    except (AttributeError, TypeError) as exc:  # a field of the wrong JSON type
+        return Decision(allowed=False, message=f"pod {ns}/{meta.get('name')}: not a Pod ({exc})")
 
 
 class _Mutation:

@@ -207,3 +207,13 @@ def test_generate_name_is_named_in_denials() -> None:
     }
     decision = mutate(p, "team", example_profiles(), source().cached)
     assert decision.message.startswith("pod team/web-*: annotation bond-injector.io/profile")
+
+
+def test_fields_of_the_wrong_type_are_a_denial_not_a_crash() -> None:
+    p = pod()
+    p["spec"]["containers"] = ["app"]
+    decision = mutate(p, "default", example_profiles(), source().cached)
+    assert not decision.allowed
+    assert (
+        decision.message == "pod default/test-pod: not a Pod ('str' object has no attribute 'get')"
+    )
