@@ -46,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--out-dir", type=Path, required=True)
     _add_names(gen)
-    gen.add_argument("--force", action="store_true", help="replace a healthy set too")
+    gen.add_argument("--force", action="store_true", help="replace everything, the CA too")
+    gen.add_argument(
+        "--rotate", action="store_true", help="issue a new serving pair now, keeping the CA"
+    )
     _add_validity(gen)
 
     for name, text in (
@@ -115,7 +118,7 @@ def _generate(args: argparse.Namespace) -> int:
     out: Path = args.out_dir
     ca, serving = _read_files(out)
     verdict = pki.assess(ca, serving, dns_names=dns, ips=ips, now=now, renew_before=renew_before)
-    if verdict.verdict is pki.Verdict.HEALTHY and not args.force:
+    if verdict.verdict is pki.Verdict.HEALTHY and not (args.force or args.rotate):
         print(f"{out}: healthy, kept (expires {pki.not_after(serving.cert_pem).date()})")  # type: ignore[union-attr]
         return 0
     if ca is None or verdict.verdict is pki.Verdict.NEW_CA or args.force:
@@ -126,7 +129,7 @@ def _generate(args: argparse.Namespace) -> int:
     _write_file(out / "ca.key", ca.key_pem, 0o600)
     _write_file(out / "tls.key", serving.key_pem, 0o600)
     _write_file(out / "tls.crt", serving.cert_pem, 0o644)
-    why = "; ".join(verdict.reasons) or "forced"
+    why = "; ".join(verdict.reasons) or ("forced" if args.force else "rotated")
     print(f"{out}: wrote ca.crt, ca.key, tls.crt, tls.key for {', '.join(dns + ips)} ({why})")
     return 0
 
