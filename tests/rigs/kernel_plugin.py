@@ -11,7 +11,7 @@ Inner run (BOND_INJECTOR_IN_VM=1): `kernel` tests run normally, with the fixture
 
 BOND_INJECTOR_KERNEL_RUNNER=host runs the inner pytest on the host instead of in a VM, for hosts
 whose own kernel can bond (and for the rig's own test of the outer/inner mapping).
-BOND_INJECTOR_VM_TIMEOUT (seconds, default 1500) bounds the whole VM run.
+BOND_INJECTOR_VM_TIMEOUT (seconds, default 2400) bounds the whole VM run.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ RUNNER = "BOND_INJECTOR_KERNEL_RUNNER"
 TIMEOUT = "BOND_INJECTOR_VM_TIMEOUT"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds the `tests` package
 # Marks the outer run must not evaluate itself: the inner run does, where the test really runs.
+_TAIL = 4000  # characters of the VM's output quoted in a failure
 _INNER_ONLY_MARKS = frozenset({"skip", "skipif", "xfail", "usefixtures", "parametrize"})
-_PHASES = ("setup", "call", "teardown")
 
 
 def _in_vm() -> bool:
@@ -180,8 +180,10 @@ def _missing_result(nodeid: str, kernel_run: _KernelRun) -> str:
     errors = "\n".join(
         f"{e['nodeid']}:\n{e['longrepr']}" for e in kernel_run.results["collect_errors"]
     )
-    return f"the inner run (exit {kernel_run.results['exitstatus']}) has no result for {nodeid}" + (
-        f"; its collection errors:\n{errors}" if errors else ""
+    return (
+        f"the inner run (exit {kernel_run.results['exitstatus']}) has no result for {nodeid}"
+        + (f"; its collection errors:\n{errors}" if errors else "")
+        + f"\nthe end of its output:\n{kernel_run.output_tail}"
     )
 
 
@@ -232,10 +234,12 @@ def _ensure_kernel_run(session: pytest.Session) -> _KernelRun:
     kernel_run = config.stash[_kernel_run_key] = _KernelRun()
     rig_dir = _rig_dir(config)
     _prune_old_runs(rig_dir)
-    command = _inner_command(config, _selected_kernel_nodeids(session), rig_dir)
+    nodeids = _selected_kernel_nodeids(session)
+    command = _inner_command(config, nodeids, rig_dir)
     log = rig_dir / "vm.log"
-    timeout = float(os.environ.get(TIMEOUT, "1500"))
+    timeout = float(os.environ.get(TIMEOUT, "2400"))
     runner = os.environ.get(RUNNER, "vm")
+    _tell(config, f"kernel rig: one {runner} run for {len(nodeids)} kernel tests; `tail -f {log}`")
     started = time.monotonic()
     try:
         if runner == "host":
@@ -249,13 +253,24 @@ def _ensure_kernel_run(session: pytest.Session) -> _KernelRun:
     if not results_path.exists():
         kernel_run.error = (
             f"the inner pytest wrote no {results_path} (exit {done.returncode}); "
-            f"log {log}, its end:\n{done.output[-6000:]}"
+            f"log {log}, its end:\n{done.output[-_TAIL:]}"
         )
         return kernel_run
     kernel_run.results = json.loads(results_path.read_text())
-    kernel_run.output_tail = done.output[-6000:]
+    kernel_run.output_tail = done.output[-_TAIL:]
     kernel_run.summary = _timings(runner, done, kernel_run.results, time.monotonic() - started)
     return kernel_run
+
+
+def _tell(config: pytest.Config, line: str) -> None:
+    """A line on the terminal now: the VM takes minutes, and output capture would hide it."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line(line)
 
 
 def _timings(runner: str, done: vm.VmRun, results: dict[str, Any], total: float) -> str:
@@ -338,7 +353,9 @@ def pytest_runtest_makereport(
     return report
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     kernel_run = config.stash.get(_kernel_run_key, None)
     if kernel_run is None:
         return
