@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import socket
 import ssl
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -233,3 +235,18 @@ def test_a_real_tls_handshake_verifies_the_service_name(
         ):
             client_ctx.wrap_socket(raw, server_hostname="evil.example")
         thread.join(timeout=5)
+
+
+def test_pki_stays_pure() -> None:
+    """The decisions import no Kubernetes client, no subprocess and no logging of their own."""
+    tree = ast.parse(Path(pki.__file__).read_text())
+    imported = {
+        name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for name in (
+            [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        )
+    }
+    assert imported <= {"__future__", "datetime", "enum", "ipaddress", "re", "collections",
+                        "dataclasses", "cryptography"}, imported  # fmt: skip
