@@ -131,9 +131,13 @@ def test_on_the_host():
 """
 
 
-def _outer_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _outer_pytest(
+    project: Path, *args: str, runner: str = "host", path: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOND_INJECTOR_")}
-    env |= {"BOND_INJECTOR_KERNEL_RUNNER": "host", "PYTHONPATH": str(PROJECT_ROOT)}
+    env |= {"BOND_INJECTOR_KERNEL_RUNNER": runner, "PYTHONPATH": str(PROJECT_ROOT)}
+    if path is not None:
+        env["PATH"] = path
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.rigs.kernel_plugin", "-v", "-rA", *args],
         cwd=project,
@@ -187,3 +191,12 @@ def test_no_kernel_test_selected_boots_nothing(tmp_path: Path) -> None:
     assert "1 passed, 5 deselected" in done.stdout
     assert "kernel rig" not in done.stdout
     assert not (tmp_path / ".cache").exists()
+
+
+def test_a_vm_that_cannot_start_fails_every_kernel_test(tmp_path: Path) -> None:
+    """The real VM runner on a PATH without qemu: every kernel test fails, naming the fix."""
+    done = _outer_pytest(_throwaway_project(tmp_path, _THROWAWAY_TESTS), runner="vm", path="/none")
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "qemu-system-x86_64 not found (apt package qemu-system-x86); run `make deps`" in out
+    assert "5 failed, 1 passed" in out
