@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Builds the Go parts of the cluster rig once and caches them, keyed by version:
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, cnitool
+# into $BOND_INJECTOR_CACHE/go-tools/<name>-<version>/, symlinked from $BOND_INJECTOR_CACHE/bin.
+# Only the Go module proxy is reachable, so everything is built from modules, CGO_ENABLED=0.
+set -euo pipefail
+
+K8S_VERSION=v1.34.12
+ETCD_VERSION=v3.6.16
+CNITOOL_VERSION=v1.3.0
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${BOND_INJECTOR_CACHE:-$ROOT/.cache}
+TOOLS="$CACHE/go-tools"
+BIN="$CACHE/bin"
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+NICE=(nice -n 10) # two cores shared with the rest of the team
+GO_VERSION=$(go env GOVERSION)
+
+say() { echo "build-go-tools: $*" >&2; }
+
+link() { # link <dir> <name>: $BIN/<name> -> <dir>/<name> (relative, atomic rename)
+  ln -sfn "../${1#"$CACHE"/}/$2" "$BIN/.$2.tmp" && mv -Tf "$BIN/.$2.tmp" "$BIN/$2"
+}
+
+cached() { # cached <dir> <key> <names...>: the stamp matches and every binary is there
+  local dir=$1 key=$2 n
+  shift 2
+  [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$key" ] || return 1
+  for n in "$@"; do [ -x "$dir/$n" ] || return 1; done
+}
+
+finish() { # finish <tmpdir> <dir> <key> <names...>: publish a finished build and link it
+  local tmp=$1 dir=$2 key=$3 n
+  shift 3
+  echo "$key" >"$tmp/.stamp"
+  rm -rf "$dir" && mv "$tmp" "$dir"
+  for n in "$@"; do link "$dir" "$n"; done
+}
+
+timed() { # timed <label> <cmd...>: run and report the wall time
+  local label=$1 start=$SECONDS
+  shift
+  "$@"
+  say "$label built in $((SECONDS - start)) s"
+}
+
+build_k8s() {
+  local dir="$TOOLS/k8s-$K8S_VERSION" key="k8s $K8S_VERSION $GO_VERSION"
+  local names=(kube-apiserver kube-controller-manager kube-scheduler)
+  if ! cached "$dir" "$key" "${names[@]}"; then
+    say "building ${names[*]} $K8S_VERSION (cold: several minutes)"
+    local mod="$ROOT/tools/go/k8s" staging_version="v0.${K8S_VERSION#v1.}" info modfile commit date
+    go mod download k8s.io/kubernetes@"$K8S_VERSION"
+    modfile=$(go mod download -json k8s.io/kubernetes@"$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    info=${modfile%.mod}.info
+    # Every `k8s.io/x => ./staging/src/k8s.io/x` line of that version's go.mod becomes
+    # `k8s.io/x => k8s.io/x v0.<minor>.<patch>` here (the published staging release).
+    local edits=(-require="k8s.io/kubernetes@$K8S_VERSION") m
+    for m in $(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$modfile"); do
+      edits+=(-replace="$m=$m@$staging_version")
+    done
+    ((${#edits[@]} > 20)) || { say "found only $((${#edits[@]} - 1)) staging modules in $modfile"; exit 1; }
+    (cd "$mod" && go mod edit "${edits[@]}" && "${NICE[@]}" go mod tidy)
+    commit=$(sed -n 's/.*"Hash":"\([0-9a-f]*\)".*/\1/p' "$info")
+    date=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info")
+    local minor=${K8S_VERSION#v1.} ldflags="-s -w" p
+    minor=${minor%%.*}
+    # helm compares a chart's kubeVersion with the server's gitVersion: stamp the real one.
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+      ldflags+=" -X $p.gitCommit=${commit:-unknown} -X $p.gitTreeState=clean -X $p.buildDate=${date:-1970-01-01T00:00:00Z}"
+    done
+    local tmp="$dir.tmp"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    (cd "$mod" && timed "${names[*]}" "${NICE[@]}" go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler)
+    finish "$tmp" "$dir" "$key" "${names[@]}"
+  fi
+  for n in "${names[@]}"; do link "$dir" "$n"; done
+}
+
+build_etcd() {
+  local dir="$TOOLS/etcd-$ETCD_VERSION" key="etcd $ETCD_VERSION $GO_VERSION"
+  if ! cached "$dir" "$key" etcd; then
+    say "building etcd $ETCD_VERSION"
+    local mod="$ROOT/tools/go/etcd" tmp="$dir.tmp"
+    (cd "$mod" && go mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION" && "${NICE[@]}" go mod tidy)
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    (cd "$mod" && timed etcd "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" .)
+    finish "$tmp" "$dir" "$key" etcd
+  fi
+  link "$dir" etcd
+}
+
+go_install() { # go_install <name> <package> <version>: a plain `go install pkg@version`
+  local name=$1 pkg=$2 version=$3
+  local dir="$TOOLS/$name-$version" key="$name $pkg@$version $GO_VERSION"
+  if ! cached "$dir" "$key" "$name"; then
+    say "building $name ($pkg@$version)"
+    local tmp="$dir.tmp"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    GOBIN="$tmp/gobin" timed "$name" "${NICE[@]}" go install -trimpath -ldflags "-s -w" "$pkg@$version"
+    mv "$tmp/gobin/$(basename "$pkg")" "$tmp/$name" && rmdir "$tmp/gobin"
+    finish "$tmp" "$dir" "$key" "$name"
+  fi
+  link "$dir" "$name"
+}
+
+mkdir -p "$BIN" "$TOOLS"
+build_etcd
+build_k8s
+go_install cnitool github.com/containernetworking/cni/cnitool "$CNITOOL_VERSION"
