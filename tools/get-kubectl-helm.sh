@@ -22,8 +22,11 @@ link() { # link <name>: point $BIN/<name> at the versioned copy (relative, atomi
 
 check() { # the cached binaries exist and report the pinned versions
   [ -x "$DEST/kubectl" ] && [ -x "$DEST/helm" ] || return 1
-  "$DEST/kubectl" version --client 2>/dev/null | grep -q "v$KUBECTL_VERSION\$" || return 1
-  "$DEST/helm" version --template '{{.Version}}' 2>/dev/null | grep -qx "v$HELM_VERSION" || return 1
+  # Captured, not piped into grep -q: under pipefail an early grep exit fails the pipe (SIGPIPE).
+  local kubectl helm
+  kubectl=$("$DEST/kubectl" version --client -o json 2>/dev/null) || return 1
+  helm=$("$DEST/helm" version --template '{{.Version}}' 2>/dev/null) || return 1
+  [[ $kubectl == *"\"gitVersion\": \"v$KUBECTL_VERSION\""* && $helm == "v$HELM_VERSION" ]]
 }
 
 mkdir -p "$BIN"
