@@ -149,8 +149,17 @@ class Cluster:
     wraps a control plane started elsewhere (stop() then does nothing).
     """
 
-    def __init__(self, state_dir: Path, *, binaries: dict[str, Path] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        binaries: dict[str, Path] | None = None,
+        die_with_parent: bool = False,
+    ) -> None:
+        """`die_with_parent`: the processes get SIGKILL when the thread that started them exits,
+        so a test run killed hard (CI timeout, SIGKILL) leaves nothing behind either."""
         self.state_dir = state_dir.resolve()
+        self._die_with_parent = die_with_parent
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.ca_file = self.state_dir / "pki" / "ca.crt"
         self.server = ""
@@ -399,8 +408,10 @@ class Cluster:
         log = self.state_dir / f"{name}.log"
         with log.open("ab") as out:
             # A session of its own: `down` signals the whole group, and Ctrl-C on `up` spares it.
+            # setpriv (util-linux) sets PR_SET_PDEATHSIG before exec'ing the binary.
+            wrapper = ["setpriv", "--pdeathsig", "KILL", "--"] if self._die_with_parent else []
             proc = subprocess.Popen(
-                [str(binaries[name]), *args],
+                [*wrapper, str(binaries[name]), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import datetime
+import http.server
+import ipaddress
 import json
 import secrets
+import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.rigs.cluster import COMPONENTS, REPO, Cluster, pid_alive, poll, port_open
 
@@ -21,11 +31,13 @@ def _namespace(cluster: Cluster) -> str:
     return name
 
 
-def _pod(name: str, labels: dict[str, str] | None = None) -> dict[str, object]:
+def _pod(
+    name: str, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None
+) -> dict[str, object]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": labels or {}},
+        "metadata": {"name": name, "labels": labels or {}, "annotations": annotations or {}},
         "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10"}]},
     }
 
@@ -137,7 +149,7 @@ class _Boom(Exception):
 
 
 def test_teardown_leaves_no_process_or_port_even_when_the_body_raises(tmp_path: Path) -> None:
-    second = Cluster(tmp_path / "second")
+    second = Cluster(tmp_path / "second", die_with_parent=True)
     with pytest.raises(_Boom), second:
         assert set(second.pids) == set(COMPONENTS)
         pids = dict(second.pids)
@@ -173,3 +185,144 @@ def test_cli_up_and_down(tmp_path: Path) -> None:
     assert [pid for pid in started.pids.values() if pid_alive(pid)] == []
     assert [port for port in started.ports.values() if port_open(port)] == []
     assert not state.exists()
+
+
+_HARD_KILLED_PARENT = """
+import json, os, signal, sys
+from pathlib import Path
+from tests.rigs.cluster import Cluster
+
+cluster = Cluster(Path(sys.argv[1]), die_with_parent=True)
+cluster.start()
+print(json.dumps({"pids": cluster.pids, "ports": cluster.ports}), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no finalizer, no atexit: as a CI timeout would
+"""
+
+
+def test_a_hard_killed_parent_leaves_no_process_or_port(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", _HARD_KILLED_PARENT, str(tmp_path / "orphan")],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert run.returncode == -9, run.stderr
+    started = json.loads(run.stdout)
+    assert set(started["pids"]) == set(COMPONENTS)
+    poll(
+        lambda: not any(pid_alive(pid) for pid in started["pids"].values()),
+        timeout=30,
+        what="the orphaned control plane to die with its parent",
+    )
+    assert [port for port in started["ports"].values() if port_open(port)] == []
+
+
+def _self_signed_loopback_cert(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rig-webhook")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "webhook.crt", directory / "webhook.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class _MutateHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every AdmissionReview with a patch that adds the annotation rig/webhook=seen."""
+
+    def do_POST(self) -> None:
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        patch = [{"op": "add", "path": "/metadata/annotations/rig~1webhook", "value": "seen"}]
+        body = json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {
+                    "uid": review["request"]["uid"],
+                    "allowed": True,
+                    "patchType": "JSONPatch",
+                    "patch": base64.b64encode(json.dumps(patch).encode()).decode(),
+                },
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep the test output clean
+
+
+def test_apiserver_calls_a_webhook_on_loopback_url(cluster: Cluster, tmp_path: Path) -> None:
+    ns = _namespace(cluster)
+    cert, key = _self_signed_loopback_cert(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MutateHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    webhook = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": f"rig-{ns}"},
+        "webhooks": [
+            {
+                "name": "rig.bond-injector.test",
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{server.server_address[1]}/mutate",
+                    "caBundle": base64.b64encode(cert.read_bytes()).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ],
+                "objectSelector": {"matchLabels": {"rig-webhook": ns}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+            }
+        ],
+    }
+    try:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(webhook))
+        # With an annotation already there, the patch's parent exists: nothing else to handle.
+        pod = _pod("hooked", {"rig-webhook": ns}, {"k8s.v1.cni.cncf.io/networks": "sriov-a"})
+        manifest = json.dumps(pod)
+        created = cluster.kubectl("-n", ns, "create", "-o", "json", "-f", "-", input=manifest)
+        annotations = json.loads(created.stdout)["metadata"]["annotations"]
+        assert annotations["rig/webhook"] == "seen"
+    finally:
+        cluster.kubectl("delete", "mutatingwebhookconfiguration", f"rig-{ns}", check=False)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
