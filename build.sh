@@ -21,13 +21,16 @@ from cni.main import main
 sys.exit(main())
 PY
 
-# pyroute2 loads its netlink message plugins by name: take all of its submodules.
+# pyroute2 loads its netlink message plugins by name: take all of its submodules, but not its
+# pytest fixtures; and no pkg_resources, whose runtime hook alone costs ~100 ms per start.
 "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
     --onedir --name bond \
     --paths . \
     --collect-submodules pyroute2 \
     --collect-submodules cni \
     --exclude-module tkinter --exclude-module pydoc \
+    --exclude-module pkg_resources --exclude-module setuptools \
+    --exclude-module pytest --exclude-module _pytest --exclude-module pyroute2.fixtures \
     --distpath "$work/dist" --workpath "$work/build" --specpath "$work" \
     "$work/bond.py"
 

@@ -125,6 +125,10 @@ def main() -> int:
     stdin = b""
     try:
         stdin = sys.stdin.buffer.read() if sys.stdin is not None else b""
+        if command in ("ADD", "DEL", "CHECK"):
+            from cni.netlink import lean_import  # noqa: PLC0415
+
+            lean_import()
         out = run(command, env, stdin)
     except CNIError as exc:
         log.error("%s failed: code %d: %s %s", command or "?", exc.code, exc.msg, exc.details)

@@ -87,11 +87,21 @@ class Netns:
     """A netlink session in one network namespace (never created: flags=0)."""
 
     def __init__(self, path: str | None) -> None:
-        from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415 - kept off VERSION's path
+        from pyroute2 import config  # noqa: PLC0415 - kept off VERSION's path
+        from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415
 
+        if path:
+            try:  # fail here, not half-way through IPRoute's set-up (which would leak it)
+                os.close(os.open(path, os.O_RDONLY))
+            except OSError as exc:
+                raise CNIError(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
+        # The netns socket comes from a forked child; on a loaded node (or a TCG VM) the 2 s
+        # default makes pyroute2 retry and orphan the first child's socket.
+        config.default_communicate_timeout = max(config.default_communicate_timeout, 30)
+        config.default_create_socket_timeout = max(config.default_create_socket_timeout, 60)
         try:
             self._ipr = IPRoute(netns=path, flags=0) if path else IPRoute()
-        except OSError as exc:
+        except (OSError, TimeoutError) as exc:
             raise CNIError(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
 
     def close(self) -> None:
@@ -202,6 +212,29 @@ class Netns:
         if "scope" in route:
             attrs["scope"] = route["scope"]
         self._call("route", "add", **attrs)
+
+
+def lean_import() -> None:
+    """Skip pyroute2/__init__, which imports every pyroute2 API (NDB, conntrack, IPDB...).
+
+    For the plugin process only (cni.main.main): ~90 ms of a ~300 ms start-up. The package's
+    submodules load as usual from the same path; a process that also wants `from pyroute2 import
+    X` (a test run, another tool) must not call this.
+    """
+    import importlib.util  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.submodule_search_locations is None:
+        return
+    package = types.ModuleType("pyroute2")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    package.__file__ = spec.origin
+    sys.modules["pyroute2"] = package
 
 
 def own_netns_fd() -> int:

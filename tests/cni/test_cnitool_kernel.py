@@ -1,0 +1,92 @@
+"""A real runtime (libcni's cnitool) drives bin/bond through ADD, CHECK, STATUS, GC and DEL.
+
+The point here is the executable and its wire format, so the plugin runs as bin/bond: each call
+pays the bundle's start-up, which is slow in the TCG VM, so this is one test doing it all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cni.kernel import addresses, link_details, slaves_released
+from tests.rigs.netns import PodNet, ping, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CNITOOL = Path(os.environ.get("CNITOOL", ROOT / ".cache" / "bin" / "cnitool"))
+BOND = ROOT / "bin" / "bond"
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.usefixtures("bonding"),
+    pytest.mark.skipif(
+        not CNITOOL.exists(), reason="no cnitool (tools/build-go-tools.sh builds it)"
+    ),
+    pytest.mark.skipif(not BOND.exists(), reason="bin/bond not built (./build.sh)"),
+]
+
+
+def _cnitool(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "NETCONFPATH": str(tmp / "net.d"),
+        "CNI_PATH": f"{BOND.parent}:/usr/lib/cni",
+        "CNI_IFNAME": "bond0",
+        "CAP_ARGS": json.dumps({"mac": "02:00:5e:10:00:01"}),
+        "CNI_CACHE_DIR": str(tmp / "cache"),
+    }
+    return subprocess.run(
+        [str(CNITOOL), *args], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def test_cnitool_add_check_status_gc_del(pod_net: PodNet, tmp_path: Path) -> None:
+    (tmp_path / "net.d").mkdir()
+    conflist = {
+        "cniVersion": "1.1.0",
+        "name": "bondnet",
+        "plugins": [
+            {
+                "type": "bond",
+                "mode": "active-backup",
+                "failOverMac": 1,
+                "miimon": "100",
+                "links": [{"name": "net1"}, {"name": "net2"}],
+                "capabilities": {"mac": True},
+                "ipam": {
+                    "type": "host-local",
+                    "subnet": "192.0.2.0/24",
+                    "rangeStart": "192.0.2.20",
+                    "dataDir": str(tmp_path / "ipam"),
+                },
+            }
+        ],
+    }
+    (tmp_path / "net.d" / "bondnet.conflist").write_text(json.dumps(conflist))
+    netns = pod_net.pod_netns_path
+
+    added = _cnitool(tmp_path, "add", "bondnet", netns)
+    assert added.returncode == 0, added.stdout + added.stderr
+    out = json.loads(added.stdout)
+    assert out["cniVersion"] == "1.1.0"
+    assert [i["name"] for i in out["interfaces"]] == ["bond0", "net1", "net2"]
+    assert out["ips"] == [{"address": "192.0.2.20/24", "interface": 0}]
+    bond = link_details(pod_net, "bond0")
+    assert bond is not None and bond["address"] == "02:00:5e:10:00:01"
+    assert addresses(pod_net, "bond0") == {"192.0.2.20/24"}
+    wait_for(
+        lambda: ping(pod_net.pod_netns, pod_net.gateway), timeout=30, what="ping via cnitool's bond"
+    )
+
+    for command in ("check", "status", "gc"):
+        done = _cnitool(tmp_path, command, "bondnet", netns)
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+
+    deleted = _cnitool(tmp_path, "del", "bondnet", netns)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert slaves_released(pod_net)
+    assert not list((tmp_path / "ipam" / "bondnet").glob("192.0.2.*"))
