@@ -16,14 +16,10 @@ import functools
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +27,39 @@ from types import TracebackType
 
 import yaml
 
-from tests.rigs.cluster_pki import ClusterPki, KeyPair, generate_pki
+from tests.rigs.cluster_config import (
+    apiserver_args,
+    controller_manager_args,
+    etcd_args,
+    kubeconfig,
+    scheduler_args,
+)
+from tests.rigs.cluster_pki import ClusterPki, generate_pki
+from tests.rigs.cluster_procs import (
+    ClusterError,
+    free_port,
+    http_ok,
+    pid_alive,
+    poll,
+    port_open,
+    terminate_group,
+)
+
+# Re-exported for tests and the pytest plugin.
+__all__ = [
+    "COMPONENTS",
+    "REPO",
+    "Cluster",
+    "ClusterError",
+    "find_binaries",
+    "pid_alive",
+    "poll",
+    "port_open",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO / ".cluster"
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
-SERVICE_CIDR = "10.0.0.0/24"
 BINARIES = (
     "etcd",
     "kube-apiserver",
@@ -48,10 +71,6 @@ BINARIES = (
 # The processes in start order; they are stopped in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 _STATE_FILE = "processes.json"
-
-
-class ClusterError(RuntimeError):
-    """The control plane could not be started, reached or found."""
 
 
 def bin_dir() -> Path:
@@ -72,38 +91,6 @@ def find_binaries(directory: Path | None = None) -> dict[str, Path]:
     return found
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this PID exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def poll(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2) -> None:
-    """Call `check` until it returns True; raise ClusterError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 @dataclass(frozen=True)
 class _Process:
     name: str
@@ -112,34 +99,10 @@ class _Process:
     log: str
 
 
-def _kubeconfig(server: str, ca: Path, client: KeyPair, user: str) -> str:
-    def b64(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "bond-injector",
-                "cluster": {"server": server, "certificate-authority-data": b64(ca)},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": b64(client.cert),
-                    "client-key-data": b64(client.key),
-                },
-            }
-        ],
-        "contexts": [
-            {"name": "bond-injector", "context": {"cluster": "bond-injector", "user": user}}
-        ],
-        "current-context": "bond-injector",
-    }
-    return yaml.safe_dump(config, sort_keys=False)
+def _write_private(path: Path, text: str) -> None:
+    """Write a file that embeds a private key, readable by its owner only."""
+    path.touch(mode=0o600)
+    path.write_text(text)
 
 
 class Cluster:
@@ -305,26 +268,30 @@ class Cluster:
             "kube-scheduler": free_port(),
         }
         self.server = f"https://127.0.0.1:{self.ports['kube-apiserver']}"
-        self.kubeconfig.write_text(_kubeconfig(self.server, pki.ca.cert, pki.admin, "admin"))
+        _write_private(self.kubeconfig, kubeconfig(self.server, pki.ca.cert, pki.admin, "admin"))
         for name, pair in (
             ("controller-manager", pki.controller_manager),
             ("scheduler", pki.scheduler),
         ):
-            path = self.state_dir / f"{name}.kubeconfig"
-            path.write_text(_kubeconfig(self.server, pki.ca.cert, pair, f"system:kube-{name}"))
+            config = kubeconfig(self.server, pki.ca.cert, pair, f"system:kube-{name}")
+            _write_private(self.state_dir / f"{name}.kubeconfig", config)
 
-        self._spawn("etcd", binaries, self._etcd_args())
+        self._spawn("etcd", binaries, etcd_args(self.state_dir, self.ports))
         etcd = f"http://127.0.0.1:{self.ports['etcd-client']}/health"
-        self._wait_ready("etcd", deadline, lambda: _http_ok(etcd, None))
-        self._spawn("kube-apiserver", binaries, self._apiserver_args(pki))
+        self._wait_ready("etcd", deadline, lambda: http_ok(etcd, None))
+        self._spawn("kube-apiserver", binaries, apiserver_args(pki, self.ports))
         ssl_context = _client_context(pki)
         readyz = f"{self.server}/readyz"
-        self._wait_ready("kube-apiserver", deadline, lambda: _http_ok(readyz, ssl_context))
-        self._spawn("kube-controller-manager", binaries, self._controller_manager_args(pki))
-        self._spawn("kube-scheduler", binaries, self._scheduler_args(pki))
+        self._wait_ready("kube-apiserver", deadline, lambda: http_ok(readyz, ssl_context))
+        self._spawn(
+            "kube-controller-manager",
+            binaries,
+            controller_manager_args(self.state_dir, pki, self.ports),
+        )
+        self._spawn("kube-scheduler", binaries, scheduler_args(self.state_dir, pki, self.ports))
         for name in ("kube-controller-manager", "kube-scheduler"):
             healthz = f"https://127.0.0.1:{self.ports[name]}/healthz"
-            self._wait_ready(name, deadline, functools.partial(_http_ok, healthz, ssl_context))
+            self._wait_ready(name, deadline, functools.partial(http_ok, healthz, ssl_context))
         self.kubectl("apply", "-f", str(MANIFESTS / "network-attachment-definition-crd.yaml"))
         self.kubectl(
             "wait",
@@ -332,77 +299,6 @@ class Cluster:
             "crd/network-attachment-definitions.k8s.cni.cncf.io",
             f"--timeout={max(1, int(deadline - time.monotonic()))}s",
         )
-
-    def _etcd_args(self) -> list[str]:
-        client = f"http://127.0.0.1:{self.ports['etcd-client']}"
-        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
-        return [
-            "--name=rig",
-            f"--data-dir={self.state_dir / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=rig={peer}",
-            "--unsafe-no-fsync",  # a throwaway store: durability buys nothing, fsync costs seconds
-            "--log-level=warn",
-        ]
-
-    def _apiserver_args(self, pki: ClusterPki) -> list[str]:
-        return [
-            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd-client']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={self.ports['kube-apiserver']}",
-            f"--tls-cert-file={pki.apiserver.cert}",
-            f"--tls-private-key-file={pki.apiserver.key}",
-            f"--client-ca-file={pki.ca.cert}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki.service_account_pub}",
-            f"--service-account-signing-key-file={pki.service_account_key}",
-            "--authorization-mode=Node,RBAC",
-            # No kubelet ever clears the not-ready taint this plugin puts on new Nodes, so
-            # test Nodes would never be schedulable.
-            "--disable-admission-plugins=TaintNodesByCondition",
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--v=1",
-        ]
-
-    # No --authentication/authorization-kubeconfig for the two below: their endpoints serve only
-    # health checks here, and delegated authn would look for a front-proxy CA the rig lacks.
-    def _controller_manager_args(self, pki: ClusterPki) -> list[str]:
-        kubeconfig = str(self.state_dir / "controller-manager.kubeconfig")
-        return [
-            f"--kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports['kube-controller-manager']}",
-            *_serving_args(pki),
-            f"--service-account-private-key-file={pki.service_account_key}",
-            f"--root-ca-file={pki.ca.cert}",
-            f"--cluster-signing-cert-file={pki.ca.cert}",
-            f"--cluster-signing-key-file={pki.ca.key}",
-            "--use-service-account-credentials=true",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--leader-elect=false",
-            # No kubelets: node lifecycle would taint test Nodes unreachable and evict their pods.
-            "--controllers=*,-node-lifecycle-controller,-taint-eviction-controller",
-            "--profiling=false",
-            "--v=1",
-        ]
-
-    def _scheduler_args(self, pki: ClusterPki) -> list[str]:
-        kubeconfig = str(self.state_dir / "scheduler.kubeconfig")
-        return [
-            f"--kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports['kube-scheduler']}",
-            *_serving_args(pki),
-            "--leader-elect=false",
-            "--profiling=false",
-            "--v=1",
-        ]
 
     def _spawn(self, name: str, binaries: dict[str, Path], args: list[str]) -> None:
         log = self.state_dir / f"{name}.log"
@@ -469,7 +365,7 @@ class Cluster:
             if pid is None:
                 continue
             proc = self._popen.get(name)
-            _terminate_group(pid, proc, timeout)
+            terminate_group(pid, proc, timeout)
         self.pids.clear()
         self._popen.clear()
         if remove_state:
@@ -506,49 +402,10 @@ class Cluster:
         self.stop()
 
 
-def _terminate_group(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """SIGTERM the process group led by `pid`, SIGKILL it if it outlives `timeout` seconds."""
-
-    def gone() -> bool:
-        if proc is not None:
-            return proc.poll() is not None
-        return not pid_alive(pid)
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
-        try:
-            poll(gone, timeout=timeout if sig == signal.SIGTERM else 10, what=f"pid {pid} to exit")
-        except ClusterError:
-            if sig == signal.SIGKILL:
-                raise
-            continue
-        break
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # stragglers in the group (none expected)
-
-
-def _serving_args(pki: ClusterPki) -> list[str]:
-    # The apiserver's cert is valid for 127.0.0.1, so health checks can verify every component.
-    return [f"--tls-cert-file={pki.apiserver.cert}", f"--tls-private-key-file={pki.apiserver.key}"]
-
-
 def _client_context(pki: ClusterPki) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(pki.ca.cert))
     context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
     return context
-
-
-def _http_ok(url: str, context: ssl.SSLContext | None) -> bool:
-    # Loopback only: an empty ProxyHandler keeps any *_proxy variables out of the way.
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-    )
-    try:
-        with opener.open(url, timeout=2) as response:
-            return int(response.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _up(state_dir: Path) -> int:

@@ -1,0 +1,84 @@
+"""Processes and ports on loopback: find a free port, poll with a deadline, stop a process group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+
+class ClusterError(RuntimeError):
+    """The control plane could not be started, reached or found."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def poll(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Call `check` until it returns True; raise ClusterError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def terminate_group(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM the process group led by `pid`, SIGKILL it if it outlives `timeout` seconds."""
+
+    def gone() -> bool:
+        if proc is not None:
+            return proc.poll() is not None
+        return not pid_alive(pid)
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    try:
+        poll(gone, timeout=timeout, what=f"pid {pid} to exit after SIGTERM")
+    except ClusterError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        poll(gone, timeout=10, what=f"pid {pid} to exit after SIGKILL")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # stragglers in the group (none expected)
+
+
+def http_ok(url: str, context: ssl.SSLContext | None) -> bool:
+    """Whether a GET of `url` answers 200 (any connection or TLS failure counts as no)."""
+    # Loopback only: an empty ProxyHandler keeps any *_proxy variables out of the way.
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+    try:
+        with opener.open(url, timeout=2) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
