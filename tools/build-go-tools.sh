@@ -109,6 +109,7 @@ go_install() { # go_install <name> <package> <version>: a plain `go install pkg@
 }
 
 mkdir -p "$BIN" "$TOOLS"
+exec 9>"$TOOLS/.lock" && flock 9 # concurrent `make deps` runs wait here instead of racing
 build_etcd
 build_k8s
 go_install cnitool github.com/containernetworking/cni/cnitool "$CNITOOL_VERSION"

