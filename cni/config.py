@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from cni.errors import DECODE_FAILURE, CNIError, invalid
+from cni.errors import invalid
+from cni.spec import valid_ifname
 
 # Kernel values of the enumerated bonding options (include/uapi/linux/if_bonding.h).
 MODES = {
@@ -53,7 +52,6 @@ POLICIES = ("enforce", "warn", "off")
 _TLB_ALB = ("balance-tlb", "balance-alb")
 _NO_ARP_MODES = ("802.3ad", *_TLB_ALB)
 _MAX_ARP_TARGETS = 16
-_IFNAME = re.compile(r"^[^/\s:]{1,15}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
@@ -117,17 +115,6 @@ class BondConfig:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
-def decode(stdin: bytes) -> dict[str, Any]:
-    """The config object from stdin, or error 6."""
-    try:
-        data = orjson.loads(stdin)
-    except orjson.JSONDecodeError as exc:
-        raise CNIError(DECODE_FAILURE, "failed to decode network config", str(exc)) from exc
-    if not isinstance(data, dict):
-        raise CNIError(DECODE_FAILURE, "network config is not a JSON object")
-    return data
-
-
 def _enum(raw: Mapping[str, Any], key: str, table: Mapping[str, int]) -> str | None:
     value = raw.get(key)
     if value is None:
@@ -182,10 +169,6 @@ def _object(raw: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     if value is not None and not isinstance(value, dict):
         raise invalid(key, "must be a JSON object")
     return value
-
-
-def valid_ifname(name: object) -> bool:
-    return isinstance(name, str) and name not in (".", "..") and bool(_IFNAME.match(name))
 
 
 def _links(raw: Mapping[str, Any]) -> tuple[str, ...]:

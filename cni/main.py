@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cni.errors import INVALID_ENV, PLUGIN_FAILURE, CNIError
-from cni.spec import LATEST, SUPPORTED_VERSIONS, check_version
+from cni.spec import LATEST, SUPPORTED_VERSIONS, check_version, decode, valid_ifname
 
 _REQUIRED_ENV = {
     "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
@@ -65,27 +65,18 @@ def _check_env(command: str, env: Mapping[str, str]) -> None:
     if container and not _CONTAINER_ID.match(container):
         raise CNIError(INVALID_ENV, f"CNI_CONTAINERID {container!r} is not a valid container id")
     ifname = env.get("CNI_IFNAME", "")
-    if ifname:
-        from cni.config import valid_ifname  # noqa: PLC0415
-
-        if not valid_ifname(ifname):
-            raise CNIError(INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name")
-
-
-def _decode(stdin: bytes) -> dict[str, Any]:
-    from cni.config import decode  # noqa: PLC0415
-
-    return decode(stdin)
+    if ifname and not valid_ifname(ifname):
+        raise CNIError(INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name")
 
 
 def run(command: str, env: Mapping[str, str], stdin: bytes) -> dict[str, Any] | None:
     """One invocation: the result to print (None for none), or CNIError."""
     _check_env(command, env)
     if command == "VERSION":
-        asked = _decode(stdin).get("cniVersion") if stdin.strip() else None
+        asked = decode(stdin).get("cniVersion") if stdin.strip() else None
         version = asked if isinstance(asked, str) and asked in SUPPORTED_VERSIONS else LATEST
         return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
-    data = _decode(stdin)
+    data = decode(stdin)
     version = data.get("cniVersion", "0.1.0")
     check_version(str(version), command)
     from cni import commands, config  # noqa: PLC0415
@@ -112,7 +103,7 @@ def run(command: str, env: Mapping[str, str], stdin: bytes) -> dict[str, Any] | 
 
 def _error_version(stdin: bytes) -> str:
     try:
-        version = _decode(stdin).get("cniVersion")
+        version = decode(stdin).get("cniVersion")
     except CNIError:
         return LATEST
     return version if isinstance(version, str) and version in SUPPORTED_VERSIONS else LATEST

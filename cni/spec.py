@@ -1,8 +1,13 @@
-"""The CNI spec versions this plugin speaks and which commands each allows."""
+"""CNI wire basics: the spec versions this plugin speaks, what each allows, names, decoding."""
 
 from __future__ import annotations
 
-from cni.errors import INCOMPATIBLE_VERSION, CNIError
+import re
+from typing import Any
+
+import orjson
+
+from cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
@@ -50,3 +55,22 @@ def highest_common(ours: str, theirs: list[str]) -> str | None:
     """The highest version both sides speak, no higher than `ours`."""
     common = [v for v in theirs if v in SUPPORTED_VERSIONS and at_least(ours, v)]
     return max(common, key=version_key) if common else None
+
+
+_IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+
+
+def valid_ifname(name: object) -> bool:
+    """Linux's rule (dev_valid_name) plus no ':': 1-15 chars, no '/', whitespace, '.' or '..'."""
+    return isinstance(name, str) and name not in (".", "..") and bool(_IFNAME.match(name))
+
+
+def decode(stdin: bytes) -> dict[str, Any]:
+    """The config object from stdin, or error 6."""
+    try:
+        data = orjson.loads(stdin)
+    except orjson.JSONDecodeError as exc:
+        raise CNIError(DECODE_FAILURE, "failed to decode network config", str(exc)) from exc
+    if not isinstance(data, dict):
+        raise CNIError(DECODE_FAILURE, "network config is not a JSON object")
+    return data

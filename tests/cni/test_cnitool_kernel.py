@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cni.conftest import README_CONFIG
 from tests.cni.kernel import addresses, link_details, slaves_released
 from tests.rigs.netns import PodNet, ping, wait_for
 
@@ -90,3 +91,22 @@ def test_cnitool_add_check_status_gc_del(pod_net: PodNet, tmp_path: Path) -> Non
     assert deleted.returncode == 0, deleted.stdout + deleted.stderr
     assert slaves_released(pod_net)
     assert not list((tmp_path / "ipam" / "bondnet").glob("192.0.2.*"))
+
+
+def test_cnitool_with_the_bond_cni_readme_config(pod_net: PodNet, tmp_path: Path) -> None:
+    # bond-cni's README NetworkAttachmentDefinition config, as is but for host-local's dataDir
+    # (the VM's root filesystem is read-only).
+    (tmp_path / "net.d").mkdir()
+    conf = {**README_CONFIG, "ipam": {**README_CONFIG["ipam"], "dataDir": str(tmp_path / "ipam")}}
+    (tmp_path / "net.d" / "bond-net1.conf").write_text(json.dumps(conf))
+    added = _cnitool(tmp_path, "add", "bond-net1", pod_net.pod_netns_path)
+    assert added.returncode == 0, added.stdout + added.stderr
+    out = json.loads(added.stdout)
+    assert out["cniVersion"] == "0.3.1"
+    assert out["ips"] == [
+        {"version": "4", "address": "10.56.217.2/24", "gateway": "10.56.217.1", "interface": 0}
+    ]
+    assert addresses(pod_net, "bond0") == {"10.56.217.2/24"}
+    deleted = _cnitool(tmp_path, "del", "bond-net1", pod_net.pod_netns_path)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert slaves_released(pod_net)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cni import config
+from cni import config, spec
 from cni.errors import DECODE_FAILURE, INVALID_CONFIG, CNIError
 from tests.cni.conftest import ALL_VERSIONS, README_CONFIG, bond_config
 
@@ -222,5 +222,5 @@ def test_invalid_field_is_error_7_naming_field_and_allowed(
 @pytest.mark.parametrize("raw", [b"{", b"[1, 2]", b"\xff", b""])
 def test_undecodable_stdin_is_error_6(raw: bytes) -> None:
     with pytest.raises(CNIError) as caught:
-        config.decode(raw)
+        spec.decode(raw)
     assert caught.value.code == DECODE_FAILURE
