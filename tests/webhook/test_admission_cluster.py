@@ -1,0 +1,137 @@
+"""The real kube-apiserver calls the webhook: pods created with `kubectl` come out mutated."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.rigs.cluster import Cluster
+from tests.webhook.builders import EXAMPLES, POOL_A, POOL_B
+from tests.webhook.live import poll, running
+from tests.webhook.pki import CA
+from webhook.app import Settings
+from webhook.server import ServeOptions
+from webhook.tls import TlsFiles
+
+pytestmark = pytest.mark.cluster
+SEED = (EXAMPLES / "seed-pod.yaml").read_text()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"admit-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("apply", "-n", name, "-f", str(EXAMPLES / "nads.yaml"))
+    # The ServiceAccount admission plugin refuses pods until the controller made `default`.
+    poll(
+        lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+        timeout=60,
+        what="the default service account",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def webhook(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[str]:
+    """The webhook on 127.0.0.1, registered for `namespace` only (the cluster is shared)."""
+    ca = CA("bond-injector-test-ca")
+    cert, key = ca.issue("localhost").write(tmp_path, "tls")
+    options = ServeOptions(
+        settings=Settings(profiles=EXAMPLES / "profiles.yaml"),
+        tls=TlsFiles(cert, key),
+        kubeconfig=cluster.kubeconfig,
+    )
+    with running(options) as server:
+        name = f"bond-injector-{namespace}"
+        config = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": "bond.bond-injector.io",
+                    "clientConfig": {
+                        "url": f"https://127.0.0.1:{server.port}/mutate",
+                        "caBundle": base64.b64encode(ca.pem).decode(),
+                    },
+                    "rules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["pods"],
+                        }
+                    ],
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                    },
+                    "objectSelector": {"matchLabels": {"bond": "true"}},
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "failurePolicy": "Fail",
+                    "timeoutSeconds": 5,
+                    "reinvocationPolicy": "IfNeeded",
+                }
+            ],
+        }
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(config))
+        try:
+            yield namespace
+        finally:
+            cluster.kubectl("delete", "mutatingwebhookconfiguration", name, check=False)
+
+
+def _create(
+    cluster: Cluster, namespace: str, manifest: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl(
+        "create", "-n", namespace, "-o", "json", *extra, "-f", "-", input=manifest, check=False
+    )
+
+
+def test_kubectl_create_gets_the_bond(cluster: Cluster, webhook: str) -> None:
+    created = _create(cluster, webhook, SEED)
+    assert created.returncode == 0, created.stderr
+    pod = json.loads(created.stdout)
+    networks = json.loads(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"])
+    assert [(n["name"], n["interface"]) for n in networks] == [
+        ("sriov-pf-a", "net1"),
+        ("sriov-pf-b", "net2"),
+        ("bond-net", "bond0"),
+    ]
+    resources = pod["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == resources["limits"] == {POOL_A: "1", POOL_B: "1"}
+
+
+def test_server_side_dry_run_is_mutated_too(cluster: Cluster, webhook: str) -> None:
+    dry = _create(cluster, webhook, SEED, "--dry-run=server")
+    assert dry.returncode == 0, dry.stderr
+    assert "k8s.v1.cni.cncf.io/networks" in json.loads(dry.stdout)["metadata"]["annotations"]
+    assert cluster.kubectl("get", "pod", "test-pod", "-n", webhook, check=False).returncode != 0
+
+
+def test_denial_reaches_the_user(cluster: Cluster, webhook: str) -> None:
+    pod = yaml.safe_load(SEED)
+    pod["metadata"]["annotations"] = {"bond-injector.io/profile": "gold"}
+    denied = _create(cluster, webhook, yaml.safe_dump(pod))
+    assert denied.returncode != 0
+    assert (
+        'admission webhook "bond.bond-injector.io" denied the request: '
+        f"pod {webhook}/test-pod: annotation bond-injector.io/profile names profile 'gold'"
+    ) in denied.stderr
+
+
+def test_pods_without_the_label_are_not_sent(cluster: Cluster, webhook: str) -> None:
+    pod = yaml.safe_load(SEED)
+    pod["metadata"]["labels"] = {"app": "plain"}
+    created = _create(cluster, webhook, yaml.safe_dump(pod))
+    assert created.returncode == 0, created.stderr
+    assert "annotations" not in json.loads(created.stdout)["metadata"]
