@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         help="serve plain HTTP (local development only; the API server requires TLS)",
     )
 
+    # Listed for --help only: main() hands `certs ...` to certs.cli before parsing.
+    commands.add_parser("certs", help="CA and serving certificates (see: certs --help)")
+
     preview = commands.add_parser("preview", help="print the pod as the webhook would admit it")
     preview.add_argument("pod", type=Path, help="Pod manifest (YAML or JSON)")
     preview.add_argument("--profiles", type=Path, required=True)

@@ -157,3 +157,13 @@ def test_serve_refuses_a_mismatched_pair(tmp_path: Path) -> None:
     result = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert result.stderr.startswith(f"bond-injector serve: cannot use {cert} with {key}")
+
+
+def test_certs_subcommand_is_handed_to_the_certs_cli() -> None:
+    result = subprocess.run(
+        [*CLI, "certs", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "generate" in result.stdout
+    top = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert "certs" in top.stdout and "preview" in top.stdout and "serve" in top.stdout
