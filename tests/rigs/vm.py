@@ -6,15 +6,18 @@ sees the host's files read-only over 9p, except `rwdir`, which it can write.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 DEFAULT_MEMORY = "2G"
 DEFAULT_CPUS = 2
@@ -127,35 +130,53 @@ def _run(
     log_path = log or cwd / ".cache" / "kernel-rig" / "vm.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with log_path.open("w+b") as out:
-        # A session of its own, so a timeout can stop vng, virtme-run and qemu together.
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+    # A pipe, not a file: qemu reopens /proc/self/fd/1 and /fd/2, and each reopened file would
+    # write from offset 0 over the others. A session of its own, so that a timeout can stop vng,
+    # virtme-run and qemu together.
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    chunks: list[bytes] = []
+    copier = threading.Thread(target=_copy, args=(proc.stdout, log_path, chunks), daemon=True)
+    copier.start()
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        copier.join(timeout=30)
+        tail = b"".join(chunks).decode(errors="replace")[-4000:]
+        raise VmError(
+            f"`{' '.join(argv[:3])} ...` did not finish within {timeout:.0f} s; "
+            f"log {log_path}, its end:\n{tail}"
+        ) from None
+    finally:
+        _stop(proc)  # interrupted (Ctrl-C): leave no qemu running
+    copier.join(timeout=30)  # a guest child still holding the pipe must not hang the run
+    return VmRun(returncode, b"".join(chunks).decode(errors="replace"), time.monotonic() - started)
+
+
+def _copy(source: IO[bytes], log_path: Path, chunks: list[bytes]) -> None:
+    """Copy the VM's output to the log as it comes, and keep it."""
+    with source, log_path.open("wb") as log:
+        for chunk in iter(lambda: os.read(source.fileno(), 65536), b""):
+            chunks.append(chunk)
+            log.write(chunk)
+            log.flush()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the session we started (vng, virtme-run, qemu) if its leader still runs."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            out.seek(0)
-            tail = out.read().decode(errors="replace")[-4000:]
-            raise VmError(
-                f"`{' '.join(argv[:3])} ...` did not finish within {timeout:.0f} s; "
-                f"log {log_path}, its end:\n{tail}"
-            ) from None
-        finally:
-            if proc.poll() is None:  # interrupted (Ctrl-C): leave no qemu behind
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        out.seek(0)
-        output = out.read().decode(errors="replace")
-    return VmRun(returncode, output, time.monotonic() - started)
+        proc.wait()
 
 
 def main() -> int:
