@@ -167,3 +167,26 @@ def test_certs_subcommand_is_handed_to_the_certs_cli() -> None:
     assert "generate" in result.stdout
     top = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert "certs" in top.stdout and "preview" in top.stdout and "serve" in top.stdout
+
+
+def test_serve_with_two_workers(tmp_path: Path) -> None:
+    ca = CA("ca")
+    cert, key = ca.issue("localhost").write(tmp_path, "tls")
+    ctx = client_context(ca.write(tmp_path / "ca.crt"))
+    port = _free_port()
+    args = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--tls-cert", str(cert),
+            "--tls-key", str(key), "--profiles", PROFILES, "--nads", NADS,
+            "--workers", "2"]  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        poll(lambda: log.read_text().count("Started server process") == 2, 60, "two workers")
+        poll(lambda: _ready(port, ctx) or proc.poll() is not None, timeout=60, what="serve")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
