@@ -101,9 +101,9 @@ def test_helm_install_in_url_mode(cluster: Cluster) -> None:
             "-n", namespace, "get", "network-attachment-definitions", "-o", "name"
         ).stdout.split()
         assert sorted(nads) == [
-            "network-attachment-definition.k8s.cni.cncf.io/bond-net",
-            "network-attachment-definition.k8s.cni.cncf.io/sriov-pf-a",
-            "network-attachment-definition.k8s.cni.cncf.io/sriov-pf-b",
+            "networkattachmentdefinition.k8s.cni.cncf.io/bond-net",
+            "networkattachmentdefinition.k8s.cni.cncf.io/sriov-pf-a",
+            "networkattachmentdefinition.k8s.cni.cncf.io/sriov-pf-b",
         ]
     finally:
         cluster.helm("uninstall", release, "-n", namespace, "--wait", check=False)
@@ -157,14 +157,9 @@ def test_builtin_certificates_with_the_charts_own_rbac(cluster: Cluster, tmp_pat
         ][0]
         assert container["args"][:2] == ["certs", "ensure"]
         kubeconfig = _token_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
-        command = [
-            sys.executable,
-            "-m",
-            "certs",
-            *container["args"],
-            "--kubeconfig",
-            str(kubeconfig),
-        ]
+        # The image's entry point, as the CronJob runs it: `bond-injector certs ensure ...`.
+        entry = Path(sys.executable).with_name(container["command"][0])
+        command = [str(entry), *container["args"], "--kubeconfig", str(kubeconfig)]
         first = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
         assert first.returncode == 0, first.stderr
         assert f"patched caBundle of mutatingwebhookconfiguration {fullname}" in first.stdout
