@@ -3,11 +3,14 @@
 Outer run (the host, BOND_INJECTOR_IN_VM unset): each selected `kernel` test is replaced by a
 `KernelTestProxy` with the same node ID. The first proxy to run boots one VM (tests/rigs/vm.py) that
 runs an inner `pytest -m kernel` on exactly the selected node IDs; the inner run writes each test's
-reports to a JSON file in the project dir (the VM's writable dir). Each proxy then reports its inner
-test's setup/call/teardown outcome, failure text, skip reason and duration as its own, so an inner
-failure fails the outer run. No result (VM did not boot, inner run crashed) fails the proxy.
+reports to a JSON file in the project dir, which the VM can write (kernel_inner.py). Each proxy then
+reports its inner test's setup/call/teardown outcome, failure text, skip reason and duration as its
+own, so an inner failure fails the outer run. No result (VM did not boot, inner run crashed) fails
+the proxy. A test's skip/skipif/xfail marks are evaluated inside only.
 
-Inner run (BOND_INJECTOR_IN_VM=1): `kernel` tests run normally, with the fixtures of netns.py.
+Inner run (BOND_INJECTOR_IN_VM=1): `kernel` tests run normally, with the fixtures of netns.py
+(`pod_net`, `bonding`), which this plugin exposes to every test. Installed pytest plugins are not
+auto-loaded there (each costs seconds under TCG), and the cluster rig's plugin is blocked.
 
 BOND_INJECTOR_KERNEL_RUNNER=host runs the inner pytest on the host instead of in a VM, for hosts
 whose own kernel can bond (and for the rig's own test of the outer/inner mapping).
@@ -23,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from _pytest._code.code import ReprFileLocation, TerminalRepr
 from _pytest._io import TerminalWriter
 
 from tests.rigs import vm
+from tests.rigs.kernel_inner import Recorder, uptime
 from tests.rigs.netns import bonding, pod_net
 
 __all__ = ["KernelTestProxy", "bonding", "pod_net"]  # the fixtures every test can request
@@ -48,60 +52,6 @@ _INNER_ONLY_MARKS = frozenset({"skip", "skipif", "xfail", "usefixtures", "parame
 
 def _in_vm() -> bool:
     return os.environ.get(IN_VM) == "1"
-
-
-def _uptime() -> float | None:
-    try:
-        return float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Inner run: record every report to the results file.
-
-
-@dataclass(eq=False)  # pluggy keeps plugins in sets: hash by identity
-class _Recorder:
-    path: Path
-    tests: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    collect_errors: list[dict[str, str]] = field(default_factory=list)
-    uptime: dict[str, float | None] = field(default_factory=dict)
-
-    def pytest_collection_finish(self) -> None:
-        self.uptime["collected"] = _uptime()
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        entry: dict[str, Any] = {
-            "outcome": report.outcome,
-            "longrepr": report.longreprtext,
-            "duration": report.duration,
-            "sections": [list(s) for s in report.sections],
-        }
-        if report.skipped and isinstance(report.longrepr, tuple):
-            entry["skip"] = [str(report.longrepr[0]), report.longrepr[1], report.longrepr[2]]
-        if hasattr(report, "wasxfail"):
-            entry["wasxfail"] = report.wasxfail
-        crash = getattr(report.longrepr, "reprcrash", None)
-        if isinstance(crash, ReprFileLocation):
-            entry["crash"] = [crash.path, crash.lineno, crash.message]
-        self.tests.setdefault(report.nodeid, {})[report.when] = entry
-
-    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed:
-            self.collect_errors.append({"nodeid": report.nodeid, "longrepr": report.longreprtext})
-
-    def pytest_sessionfinish(self, exitstatus: int) -> None:
-        self.uptime["finished"] = _uptime()
-        document = {
-            "exitstatus": int(exitstatus),
-            "uptime": self.uptime,
-            "tests": self.tests,
-            "collect_errors": self.collect_errors,
-        }
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps(document))
-        partial.replace(self.path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +248,7 @@ def _timings(runner: str, done: vm.VmRun, results: dict[str, Any], total: float)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kernel: runs inside the kernel VM (see tests/rigs/)")
     if _in_vm() and os.environ.get(RESULTS):
-        recorder = _Recorder(Path(os.environ[RESULTS]), uptime={"configured": _uptime()})
+        recorder = Recorder(Path(os.environ[RESULTS]), uptimes={"configured": uptime()})
         config.pluginmanager.register(recorder, "kernel-rig-recorder")
 
 

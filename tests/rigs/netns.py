@@ -108,11 +108,17 @@ def _delete_netns(netns: str) -> None:
     subprocess.run(["ip", "netns", "delete", netns], capture_output=True, check=False)
 
 
+@contextlib.contextmanager
+def pod_network() -> Iterator[PodNet]:
+    """A fresh pod netns, two veth "VFs" on a bridge switch, a gateway host; all removed on exit."""
+    with contextlib.ExitStack() as stack:
+        yield _build(stack, secrets.token_hex(4))
+
+
 @pytest.fixture
 def pod_net() -> Iterator[PodNet]:
-    """A fresh pod netns, two veth "VFs" on a bridge switch, a gateway host; all removed after."""
-    with contextlib.ExitStack() as stack:
-        net = _build(stack, secrets.token_hex(4))
+    """`pod_network()` for one test: names unique to it, removed after it even when it fails."""
+    with pod_network() as net:
         yield net
 
 

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.rigs.netns import PodNet, active_slave, bonding_status, in_netns, ip, ping, wait_for
+from tests.rigs.netns import (
+    PodNet,
+    active_slave,
+    bonding_status,
+    in_netns,
+    ip,
+    ping,
+    pod_network,
+    wait_for,
+)
 from tests.rigs.vm import VmError, find_kernel
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +77,17 @@ def test_pod_net_namespaces_are_usable_by_path(pod_net: PodNet) -> None:
     assert Path(pod_net.pod_netns_path).exists()
     links = in_netns(pod_net.pod_netns, "ip", "-br", "link")
     assert all(link in links for link in pod_net.links)
+
+
+@pytest.mark.kernel
+def test_pod_network_is_removed_even_when_the_test_fails(bonding: None) -> None:
+    with pytest.raises(RuntimeError, match="the test failed"), pod_network() as net:
+        names = (net.pod_netns, net.switch_netns, net.peer_netns)
+        assert set(names) <= set(ip("netns", "list").split())
+        _make_bond(net)
+        raise RuntimeError("the test failed")
+    assert not set(names) & set(ip("netns", "list").split())
+    assert "swp1" not in ip("-br", "link")  # no veth end left over in the root netns
 
 
 def test_newest_kernel_with_a_bonding_module_is_chosen(tmp_path: Path) -> None:
