@@ -39,8 +39,9 @@ def _setup_logging(log_file: str | None) -> None:
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("bond-cni %(levelname)s %(message)s"))
+        handler.setLevel(os.environ.get("BOND_CNI_LOG_LEVEL", "WARNING").upper())
         root.addHandler(handler)
-        root.setLevel(os.environ.get("BOND_CNI_LOG_LEVEL", "WARNING").upper())
+        root.setLevel(handler.level)
     if log_file:
         try:
             file_handler = logging.FileHandler(log_file)

@@ -89,3 +89,12 @@ def test_internal_error_is_json_not_traceback(tmp_path: Any) -> None:
     )
     assert rc != 0 and out["code"] >= 100
     assert "Traceback" not in err
+
+
+def test_log_file_gets_info_lines_stderr_only_warnings(tmp_path: Any) -> None:
+    log_file = tmp_path / "bond.log"
+    conf = bond_config("1.0.0", logFile=str(log_file))
+    rc, out, err = plugin("DEL", json.dumps(conf).encode(), **ENV)
+    assert (rc, out) == (0, None)
+    assert "DEL c1: no netns '/run/netns/none'" in log_file.read_text()
+    assert err == ""  # info goes to the file only; stdout and stderr stay clean
