@@ -24,21 +24,13 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from tests.rigs.cluster import (
-    COMPONENTS,
-    DEFAULT_DIR,
-    REPO,
-    Cluster,
-    ClusterError,
-    free_port,
-    pid_alive,
-    poll,
-)
+from tests.rigs.cluster import COMPONENTS, DEFAULT_DIR, REPO, Cluster
+from tests.rigs.cluster_procs import ClusterError, free_port, pid_alive, poll
 
 DEV_DIR = REPO / ".dev"
 CHART = REPO / "charts" / "bond-injector"
@@ -55,6 +47,8 @@ class WebhookProcess:
     port: int
     ca_file: Path
     log: Path
+    # Kept so the child is reaped (a dropped Popen of a live child warns); None after `up` exits.
+    proc: subprocess.Popen[bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -77,6 +71,8 @@ class WebhookProcess:
 
     def stop(self, timeout: float = 15) -> None:
         stop_process_group(self.pid, timeout)
+        if self.proc is not None:
+            self.proc.wait(timeout=timeout)
 
 
 def generate_certs(out_dir: Path) -> Path:
@@ -121,7 +117,7 @@ def start_webhook(
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
         )
-    webhook = WebhookProcess(proc.pid, port, certs_dir / "ca.crt", log)
+    webhook = WebhookProcess(proc.pid, port, certs_dir / "ca.crt", log, proc)
 
     def up() -> bool:
         if proc.poll() is not None:
@@ -170,8 +166,6 @@ def stop_process_group(pid: int, timeout: float = 15) -> None:
     except ClusterError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
