@@ -213,9 +213,9 @@ def up(cluster_dir: Path, dev_dir: Path, port: int) -> int:
     print(
         f"chart installed: release {RELEASE} in namespace {NAMESPACE}\n"
         f"  export KUBECONFIG={kubeconfig}\n"
-        "  kubectl apply -f examples/<a pod labelled bond=true>.yaml\n"
-        "  kubectl get pod <name> -o yaml   # the networks annotation and the VF requests\n"
-        "  make dev-down                    # stop it all"
+        "  kubectl apply -f examples/seed-pod.yaml   # labelled bond=true, no annotation\n"
+        "  kubectl get pod test-pod -o yaml          # the networks annotation, one VF per pool\n"
+        "  make dev-down                             # stop it all"
     )
     return 0
 
