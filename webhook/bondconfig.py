@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,15 +15,27 @@ class BondCheck:
     warnings: tuple[str, ...] = ()
 
 
-def check_bond_config(
+def check_bond_config(nad_ref: str, config: str, leg_interfaces: list[str]) -> BondCheck:
+    """Check a bond NAD's spec.config text (the chart tests use this on rendered NADs)."""
+    try:
+        decoded = json.loads(config) if config else None
+    except json.JSONDecodeError as exc:
+        return _check(nad_ref, None, exc.msg, leg_interfaces)
+    return _check(nad_ref, decoded, None, leg_interfaces)
+
+
+def check_bond_nad(
     nad_ref: str, nad: NetworkAttachmentDefinition, leg_interfaces: list[str]
 ) -> BondCheck:
-    """Check the bond plugin's `links` equal the legs, and that it looks for them in the pod."""
-    if nad.config_error is not None:
-        return BondCheck(
-            f"{nad_ref}: spec.config is not valid JSON ({nad.config_error}); fix the NAD"
-        )
-    bond = _find_bond_plugin(nad.config_json)
+    """The same check on a stored NAD, whose config was decoded once (the hot path)."""
+    return _check(nad_ref, nad.config_json, nad.config_error, leg_interfaces)
+
+
+def _check(nad_ref: str, conf: Any, error: str | None, leg_interfaces: list[str]) -> BondCheck:
+    """The bond plugin's `links` must equal the legs, and it must look for them in the pod."""
+    if error is not None:
+        return BondCheck(f"{nad_ref}: spec.config is not valid JSON ({error}); fix the NAD")
+    bond = _find_bond_plugin(conf)
     if bond is None:
         return BondCheck(
             f"{nad_ref}: spec.config has no plugin of type 'bond'; point the profile's bond at a "

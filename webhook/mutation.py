@@ -13,7 +13,7 @@ from webhook.annotation import (
     parse_networks,
     serialise_networks,
 )
-from webhook.bondconfig import check_bond_config
+from webhook.bondconfig import check_bond_nad
 from webhook.nads import RESOURCE_NAME_ANNOTATION, NetworkAttachmentDefinition
 from webhook.patch import PatchOp, diff_mapping, pointer
 from webhook.profiles import DEFAULT_PROFILE, Attachment, BondProfile, Profiles
@@ -228,7 +228,7 @@ class _Mutation:
                 f"{ref} does not exist (profile {self.profile.name!r}, bond {bond.interface}); "
                 "create it, or fix the profile's bond network"
             )
-        check = check_bond_config(ref, nad, [leg.interface for leg in self.profile.legs])
+        check = check_bond_nad(ref, nad, [leg.interface for leg in self.profile.legs])
         if check.problem is not None:
             raise _Denied(check.problem)
         self.warnings.extend(check.warnings)
