@@ -56,7 +56,7 @@ class NetworkAttachmentDefinition:
         return cls(
             namespace=str(meta.get("namespace") or default_namespace),
             name=name,
-            resource_name=str(resource).strip() or None if resource is not None else None,
+            resource_name=str(resource).strip() or None if resource else None,  # "" means none
             config=config if isinstance(config, str) else "",
             resource_version=str(meta.get("resourceVersion") or ""),
         )

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.webhook.builders import EXAMPLES
-from webhook.nads import NadError, load_nad_file
+from webhook.nads import NadError, NetworkAttachmentDefinition, load_nad_file
 
 NAD = """
 apiVersion: k8s.cni.cncf.io/v1
@@ -50,3 +50,9 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     path.write_text("a: [")
     with pytest.raises(NadError, match="not valid YAML"):
         load_nad_file(path)
+
+
+def test_blank_resource_name_is_none() -> None:
+    for value in ("", "  ", None):
+        obj = {"metadata": {"name": "x", "annotations": {"k8s.v1.cni.cncf.io/resourceName": value}}}
+        assert NetworkAttachmentDefinition.from_object(obj).resource_name is None
