@@ -76,26 +76,52 @@ def ping(netns: str, address: str, *, timeout_s: int = 1) -> bool:
     )
 
 
+def ip_batch(commands: list[str], *, netns: str | None = None, force: bool = False) -> None:
+    """Run many `ip` commands in one process (`ip -batch`): each exec costs ~0.3 s under TCG.
+
+    Stops at the first failing command (and raises) unless `force`, which runs them all.
+    """
+    argv = ["ip", *(["-n", netns] if netns else []), *(["-force"] if force else []), "-batch", "-"]
+    done = subprocess.run(
+        argv, input="".join(f"{c}\n" for c in commands), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0 and not force:
+        raise RuntimeError(f"`{' '.join(argv)}` failed: {done.stderr.strip()}")
+
+
 def _build(stack: contextlib.ExitStack, tag: str) -> PodNet:
     pod, switch, peer = f"bi-{tag}-pod", f"bi-{tag}-sw", f"bi-{tag}-peer"
-    for netns in (pod, switch, peer):
-        ip("netns", "add", netns)
-        stack.callback(_delete_netns, netns)
-        ip("link", "set", "lo", "up", netns=netns)
-    ip("link", "add", "br0", "type", "bridge", netns=switch)
-    ports = ("swp1", "swp2")
-    for link, port in zip(("net1", "net2"), ports, strict=True):
-        ip("link", "add", link, "type", "veth", "peer", "name", port, "netns", switch, netns=pod)
-    ip("link", "add", "eth0", "type", "veth", "peer", "name", "swp0", "netns", switch, netns=peer)
-    for port in ("swp0", *ports):
-        ip("link", "set", port, "master", "br0", "up", netns=switch)
-    ip("link", "set", "br0", "up", netns=switch)
-    ip("addr", "add", f"{GATEWAY}/{PREFIX_LEN}", "dev", "eth0", netns=peer)
-    ip("link", "set", "eth0", "up", netns=peer)
+    # Registered first, so a failure half-way through still removes whatever was made.
+    stack.callback(_delete_netns, pod, switch, peer)
+    links, ports = ("net1", "net2"), ("swp1", "swp2")
+    ip_batch(
+        [
+            *(f"netns add {netns}" for netns in (pod, switch, peer)),
+            *(
+                f"link add {link} netns {pod} type veth peer name {port} netns {switch}"
+                for link, port in zip(links, ports, strict=True)
+            ),
+            f"link add eth0 netns {peer} type veth peer name swp0 netns {switch}",
+        ]
+    )
+    ip_batch(
+        [
+            "link set lo up",
+            "link add br0 type bridge",
+            *(f"link set {port} master br0 up" for port in ("swp0", *ports)),
+            "link set br0 up",
+        ],
+        netns=switch,
+    )
+    ip_batch(
+        ["link set lo up", f"addr add {GATEWAY}/{PREFIX_LEN} dev eth0", "link set eth0 up"],
+        netns=peer,
+    )
+    ip_batch(["link set lo up"], netns=pod)
     return PodNet(
         pod_netns=pod,
         pod_netns_path=f"/run/netns/{pod}",
-        links=("net1", "net2"),
+        links=links,
         switch_netns=switch,
         switch_ports=ports,
         peer_netns=peer,
@@ -103,9 +129,9 @@ def _build(stack: contextlib.ExitStack, tag: str) -> PodNet:
     )
 
 
-def _delete_netns(netns: str) -> None:
+def _delete_netns(*names: str) -> None:
     # Deleting a netns destroys its links, and a veth dies with either end: nothing else to undo.
-    subprocess.run(["ip", "netns", "delete", netns], capture_output=True, check=False)
+    ip_batch([f"netns delete {netns}" for netns in names], force=True)
 
 
 @contextlib.contextmanager
