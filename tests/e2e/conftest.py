@@ -87,7 +87,9 @@ class BondEnv:
         return got
 
 
-@pytest.fixture(scope="session")
+# Package scope: the release's webhook configuration mutates every labelled pod, so it must be
+# gone before other packages' cluster tests run on the shared control plane.
+@pytest.fixture(scope="package")
 def bond_env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BondEnv]:
     workdir = tmp_path_factory.mktemp("dev")
     values = workdir / "e2e-values.yaml"
