@@ -190,6 +190,17 @@ def test_builtin_certificates_with_the_charts_own_rbac(cluster: Cluster, tmp_pat
         assert not _can_i(
             cluster, namespace, webhook_sa, "create", "network-attachment-definitions"
         )
+
+        # An upgrade re-applies the webhook configuration: the patched caBundle must survive it.
+        cluster.helm(
+            "upgrade", release, str(CHART), "--namespace", namespace, "--no-hooks",
+            "--set", "webhook.failurePolicy=Ignore",
+        )  # fmt: skip
+        upgraded = json.loads(
+            cluster.kubectl("get", "mutatingwebhookconfiguration", fullname, "-o", "json").stdout
+        )["webhooks"][0]
+        assert upgraded["failurePolicy"] == "Ignore"
+        assert upgraded["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     finally:
         cluster.helm("uninstall", release, "-n", namespace, "--wait", "--no-hooks", check=False)
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
