@@ -12,6 +12,8 @@ from typing import Any
 from cni.errors import PLUGIN_FAILURE, CNIError
 
 IFF_UP = 0x1
+_CLONE_NEWNET = 0x40000000
+_NETLINK_ROUTE = 0
 IFA_F_NODAD = 0x02
 # pyroute2 keyword for each BondOptions field (IFLA_BOND_*).
 _BOND_ATTR = {
@@ -87,21 +89,12 @@ class Netns:
     """A netlink session in one network namespace (never created: flags=0)."""
 
     def __init__(self, path: str | None) -> None:
-        from pyroute2 import config  # noqa: PLC0415 - kept off VERSION's path
-        from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415
+        from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415 - kept off VERSION's path
 
-        if path:
-            try:  # fail here, not half-way through IPRoute's set-up (which would leak it)
-                os.close(os.open(path, os.O_RDONLY))
-            except OSError as exc:
-                raise CNIError(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
-        # The netns socket comes from a forked child; on a loaded node (or a TCG VM) the 2 s
-        # default makes pyroute2 retry and orphan the first child's socket.
-        config.default_communicate_timeout = max(config.default_communicate_timeout, 30)
-        config.default_create_socket_timeout = max(config.default_create_socket_timeout, 60)
         try:
-            self._ipr = IPRoute(netns=path, flags=0) if path else IPRoute()
-        except (OSError, TimeoutError) as exc:
+            fileno = _netlink_socket_in(path) if path else None
+            self._ipr = IPRoute(fileno=fileno) if fileno is not None else IPRoute()
+        except OSError as exc:
             raise CNIError(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
 
     def close(self) -> None:
@@ -212,6 +205,33 @@ class Netns:
         if "scope" in route:
             attrs["scope"] = route["scope"]
         self._call("route", "add", **attrs)
+
+
+def _netlink_socket_in(path: str) -> int:
+    """A NETLINK_ROUTE socket created inside the netns at `path`; returns its fd.
+
+    Instead of IPRoute(netns=path, flags=0), which forks a helper child per socket: this thread
+    enters the netns, makes the socket and comes back. Never creates a namespace (O_RDONLY open).
+    """
+    import ctypes  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(target, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {path}: {os.strerror(err)}")
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE)
+        finally:
+            if libc.setns(home, _CLONE_NEWNET) != 0:  # stuck in the pod's netns: must not go on
+                os.abort()
+        return sock.detach()
+    finally:
+        os.close(home)
+        os.close(target)
 
 
 def lean_import() -> None:

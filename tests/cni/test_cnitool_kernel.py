@@ -75,7 +75,7 @@ def test_cnitool_add_check_status_gc_del(pod_net: PodNet, tmp_path: Path) -> Non
     out = json.loads(added.stdout)
     assert out["cniVersion"] == "1.1.0"
     assert [i["name"] for i in out["interfaces"]] == ["bond0", "net1", "net2"]
-    assert out["ips"] == [{"address": "192.0.2.20/24", "interface": 0}]
+    assert out["ips"] == [{"address": "192.0.2.20/24", "gateway": "192.0.2.1", "interface": 0}]
     bond = link_details(pod_net, "bond0")
     assert bond is not None and bond["address"] == "02:00:5e:10:00:01"
     assert addresses(pod_net, "bond0") == {"192.0.2.20/24"}
