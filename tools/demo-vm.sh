@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs inside the demo VM: plays the node's part of the seed guide with our plugin.
+# Two veth pairs stand in for the VFs that SR-IOV CNI would have moved into the pod as net1 and
+# net2; their peers sit on a bridge (the switch) with a peer host behind it. bin/bond is then run
+# exactly as Multus runs a CNI plugin: CNI_* in the environment, the network config on stdin.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pod=demo-pod sw=demo-switch peer=demo-peer
+cleanup() { for ns in "$pod" "$sw" "$peer"; do ip netns del "$ns" 2>/dev/null || true; done; }
+trap cleanup EXIT
+cleanup
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+modprobe bonding
+ip netns add "$pod"; ip netns add "$sw"; ip netns add "$peer"
+ip -n "$sw" link add br0 type bridge
+ip -n "$sw" link set br0 up
+for i in 1 2; do
+  ip -n "$pod" link add "net$i" type veth peer name "port$i" netns "$sw"
+  ip -n "$sw" link set "port$i" master br0 up
+done
+ip -n "$peer" link add eth0 type veth peer name uplink netns "$sw"
+ip -n "$sw" link set uplink master br0 up
+ip -n "$peer" addr add 192.0.2.1/24 dev eth0
+ip -n "$peer" link set eth0 up
+ip -n "$pod" link set lo up
+
+# The bond NAD's config: BOND_CONF (tools/demo.sh writes it from the chart's NAD), or a default.
+state=/tmp/bond-demo-ipam
+rm -rf "$state"
+if [ -n "${BOND_CONF:-}" ]; then
+  conf=$(cat "$BOND_CONF")
+else
+  conf=$(cat <<EOF
+{"cniVersion": "1.1.0", "name": "bond-net", "type": "bond",
+ "mode": "active-backup", "failOverMac": 1, "miimon": "100",
+ "linksInContainer": true, "links": [{"name": "net1"}, {"name": "net2"}],
+ "ipam": {"type": "host-local", "subnet": "192.0.2.0/24", "rangeStart": "192.0.2.10",
+          "dataDir": "$state"}}
+EOF
+)
+fi
+cni() {
+  CNI_COMMAND=$1 CNI_CONTAINERID=demo-container CNI_NETNS=/run/netns/$pod CNI_IFNAME=bond0 \
+    CNI_PATH="$PWD/bin:/usr/lib/cni" bin/bond <<<"$conf"
+}
+
+say "CNI ADD (what Multus runs after SR-IOV CNI): the result"
+cni ADD
+say "ip a inside the pod: bond0 holds the address, net1 and net2 are its slaves"
+ip -n "$pod" addr
+say "/proc/net/bonding/bond0"
+ip netns exec "$pod" cat /proc/net/bonding/bond0
+say "CNI CHECK"
+cni CHECK && echo "CHECK passed"
+
+say "ping the peer host through the bond"
+ip netns exec "$pod" ping -c 2 -W 2 192.0.2.1
+active=$(ip netns exec "$pod" awk '/Currently Active Slave/ {print $4}' /proc/net/bonding/bond0)
+port=port${active#net}
+say "take the active leg's switch port ($port, behind $active) down: the bond fails over"
+ip -n "$sw" link set "$port" down
+deadline=$((SECONDS + 10))
+until [ "$(ip netns exec "$pod" awk '/Currently Active Slave/ {print $4}' /proc/net/bonding/bond0)" != "$active" ]; do
+  ((SECONDS < deadline)) || { echo "no failover within 10 s" >&2; exit 1; }
+  sleep 0.2
+done
+ip netns exec "$pod" grep -E 'Currently Active Slave|MII Status' /proc/net/bonding/bond0
+ip netns exec "$pod" ping -c 2 -W 2 192.0.2.1
+
+say "CNI DEL: the bond is gone, the VFs are back as plain links, the lease is released"
+cni DEL
+ip -n "$pod" -br link
+echo "leases left: $(find "$state" -type f -name '192.*' | wc -l)"
