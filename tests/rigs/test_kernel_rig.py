@@ -176,6 +176,12 @@ def _throwaway_project(tmp_path: Path, tests: str) -> Path:
 
 
 def test_inner_failure_fails_the_outer_run_under_its_own_name(tmp_path: Path) -> None:
+    """A real outer pytest on a throwaway project with a deliberately failing kernel test.
+
+    Its inner pytest runs on the host (BOND_INJECTOR_KERNEL_RUNNER=host), not in a second VM: the
+    same inner command, results file and outer mapping as the VM runner, without 2-4 more minutes
+    of TCG on shared cores. The real VM path is checked by the kernel tests of every full run.
+    """
     done = _outer_pytest(_throwaway_project(tmp_path, _THROWAWAY_TESTS))
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
@@ -193,6 +199,7 @@ def test_inner_failure_fails_the_outer_run_under_its_own_name(tmp_path: Path) ->
 
 
 def test_inner_crash_fails_every_kernel_test(tmp_path: Path) -> None:
+    """An inner run that dies without writing results fails every kernel test, passed or not."""
     tests = _THROWAWAY_TESTS + textwrap.dedent("""
         @pytest.mark.kernel
         def test_kills_the_inner_run():
