@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,26 @@ _ENV = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONP
 
 
 @pytest.fixture(scope="module")
-def webhook_image(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build(REPO / "Dockerfile.webhook", tmp_path_factory.mktemp("webhook-image"))
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
+    # Both at once: one mostly waits on pip downloads while the other runs PyInstaller.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            name: pool.submit(
+                build, REPO / f"Dockerfile.{name}", tmp_path_factory.mktemp(f"{name}-image")
+            )
+            for name in ("webhook", "cni")
+        }
+        return {name: future.result() for name, future in futures.items()}
 
 
 @pytest.fixture(scope="module")
-def cni_image(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build(REPO / "Dockerfile.cni", tmp_path_factory.mktemp("cni-image"))
+def webhook_image(images: dict[str, Built]) -> Built:
+    return images["webhook"]
+
+
+@pytest.fixture(scope="module")
+def cni_image(images: dict[str, Built]) -> Built:
+    return images["cni"]
 
 
 def _run(*args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
