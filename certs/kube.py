@@ -11,13 +11,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config.incluster_config import InClusterConfigLoader
 
 from certs import pki
 
@@ -25,6 +27,7 @@ log = logging.getLogger("certs")
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "bond-injector-certs"}
 PREVIOUS_CA_KEY = "previous-ca.crt"
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 @dataclass(frozen=True)
@@ -67,15 +70,27 @@ class _Stored:
     resource_version: str | None  # None: the Secret does not exist
 
 
-def api_client(kubeconfig: Path | None, context: str | None = None) -> client.ApiClient:
-    """An API client from a kubeconfig file, else from the pod's service account."""
+def api_client(
+    kubeconfig: Path | None,
+    context: str | None = None,
+    *,
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    environ: Mapping[str, str] | None = None,
+) -> client.ApiClient:
+    """An API client from a kubeconfig file, else from the pod's service account (in-cluster:
+    KUBERNETES_SERVICE_HOST/PORT and the mounted token and CA)."""
     if kubeconfig is not None:
         api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig), context=context
         )
         return api
     configuration = client.Configuration()
-    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]
+        token_filename=str(service_account_dir / "token"),
+        cert_filename=str(service_account_dir / "ca.crt"),
+        environ=os.environ if environ is None else environ,
+    )
+    loader.load_and_set(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return client.ApiClient(configuration)
 
 
