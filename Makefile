@@ -45,7 +45,7 @@ test: deps lint build ## the whole suite: lint, fast tier, kernel tier (one VM),
 
 .PHONY: test-fast
 test-fast: venv ## only the unmarked tier (pure and local-process tests)
-	$(PY) -m pytest tests -m 'not kernel and not cluster'
+	$(PY) -m pytest tests -m 'not kernel and not cluster and not images'
 
 .PHONY: test-kernel
 test-kernel: deps build ## only the kernel tier, inside one VM

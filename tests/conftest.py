@@ -1,6 +1,6 @@
-"""Test tiers: unmarked (pure and local-process), `kernel` (inside one VM), `cluster` (local control plane).
+"""Test tiers: unmarked (pure and local-process), `kernel` (in one VM), `cluster` (control plane).
 
-The rigs live in tests/rigs/ as pytest plugins so that every tier is driven by one `pytest tests` run.
+The rigs live in tests/rigs/ as pytest plugins, so one `pytest tests` run drives every tier.
 """
 
 pytest_plugins = ["tests.rigs.kernel_plugin", "tests.rigs.cluster_plugin"]

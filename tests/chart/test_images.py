@@ -13,6 +13,8 @@ import pytest
 
 from tests.chart.images import REPO, Built, build
 
+pytestmark = pytest.mark.images
+
 _ENV = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
 
 
