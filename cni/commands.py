@@ -136,8 +136,7 @@ def _gateway(ipam: results.Result, family: int) -> str | None:
 def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
     prev = results.parse(conf.prev_result, "prevResult")
     ipam = _ipam(conf, args)
-    with ExitStack() as undo:
-        pod = undo.enter_context(Netns(args.netns))
+    with Netns(args.netns) as pod, ExitStack() as undo:
         if pod.link(args.ifname) is not None:
             raise CNIError(PLUGIN_FAILURE, f"interface {args.ifname!r} already exists in the pod")
         if not conf.links_in_container:

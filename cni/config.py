@@ -316,14 +316,21 @@ def parse(data: Mapping[str, Any], ifname: str | None = None) -> BondConfig:
     log_file = data.get("logFile")
     if log_file is not None and (not isinstance(log_file, str) or not log_file.startswith("/")):
         raise invalid("logFile", f"{log_file!r} is not an absolute path")
+    options = _options(data, links)
+    mac = _mac(data)
+    if mac and options.mode == "active-backup" and options.fail_over_mac == "active":
+        raise invalid(
+            "runtimeConfig.mac",
+            "has no effect with failOverMac: 1, where the bond takes the active slave's MAC",
+        )
     return BondConfig(
         cni_version=version,
         name=name,
         links=links,
-        options=_options(data, links),
+        options=options,
         links_in_container=links_in_container,
         mtu=_mtu(data),
-        mac=_mac(data),
+        mac=mac,
         ipam=ipam or None,
         dns=_object(data, "dns"),
         nic_diversity=_policy(data, "nicDiversity"),

@@ -53,8 +53,7 @@ def test_cnitool_add_check_status_gc_del(pod_net: PodNet, tmp_path: Path) -> Non
         "plugins": [
             {
                 "type": "bond",
-                "mode": "active-backup",
-                "failOverMac": 1,
+                "mode": "active-backup",  # failOverMac none: veths take the bond's MAC
                 "miimon": "100",
                 "links": [{"name": "net1"}, {"name": "net2"}],
                 "capabilities": {"mac": True},

@@ -199,6 +199,11 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({"runtimeConfig": {"mac": "02:00:00:00:00"}}, "'runtimeConfig.mac'", "MAC like"),
     ({"runtimeConfig": {"mac": "01:00:5e:00:00:01"}}, "'runtimeConfig.mac'", "unicast"),
     ({"runtimeConfig": {"mac": "00:00:00:00:00:00"}}, "'runtimeConfig.mac'", "unicast"),
+    (
+        {"mode": 1, "failOverMac": 1, "runtimeConfig": {"mac": "02:00:00:00:00:01"}},
+        "'runtimeConfig.mac'",
+        "active slave's MAC",
+    ),
     ({"nicDiversity": "strict"}, "'nicDiversity'", "enforce, warn, off"),
     ({"haChecks": True}, "'haChecks'", "enforce, warn, off"),
     ({"ipam": {"type": "bond"}}, "'ipam.type'", "IPAM plugin"),
