@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 from collections.abc import Mapping
 from typing import Any
-
-import orjson
 
 from cni import result as results
 from cni.errors import INCOMPATIBLE_VERSION, INVALID_CONFIG, PLUGIN_FAILURE, CNIError
@@ -28,7 +27,7 @@ def find(plugin: str, cni_path: str) -> str:
 def _run(path: str, command: str, conf: Mapping[str, Any], env: Mapping[str, str]) -> bytes:
     child_env = {**os.environ, **env, "CNI_COMMAND": command}
     proc = subprocess.run(
-        [path], input=orjson.dumps(conf), env=child_env, capture_output=True, check=False
+        [path], input=json.dumps(conf).encode(), env=child_env, capture_output=True, check=False
     )
     if proc.stderr:
         log.info(
@@ -39,9 +38,9 @@ def _run(path: str, command: str, conf: Mapping[str, Any], env: Mapping[str, str
         )
     if proc.returncode != 0:
         try:
-            err = orjson.loads(proc.stdout)
+            err = json.loads(proc.stdout)
             code, msg, details = int(err["code"]), str(err["msg"]), str(err.get("details", ""))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             code, msg, details = PLUGIN_FAILURE, "failed", proc.stdout.decode(errors="replace")
         raise CNIError(code, f"IPAM {os.path.basename(path)} {command}: {msg}", details)
     return proc.stdout
@@ -49,7 +48,7 @@ def _run(path: str, command: str, conf: Mapping[str, Any], env: Mapping[str, str
 
 def _versions(path: str, env: Mapping[str, str]) -> list[str]:
     out = _run(path, "VERSION", {"cniVersion": "0.4.0"}, env)
-    versions = orjson.loads(out).get("supportedVersions", [])
+    versions = json.loads(out).get("supportedVersions", [])
     return [str(v) for v in versions]
 
 
@@ -81,7 +80,7 @@ class Ipam:
 
     def add(self) -> results.Result:
         out = self._exec("ADD", self._conf)
-        parsed = results.parse(orjson.loads(out), f"IPAM {self._type} result")
+        parsed = results.parse(json.loads(out), f"IPAM {self._type} result")
         if not parsed.ips:
             raise CNIError(PLUGIN_FAILURE, f"IPAM {self._type} returned no IP addresses")
         return parsed

@@ -28,9 +28,9 @@ log = logging.getLogger("cni")
 
 
 def _write(data: Mapping[str, Any]) -> None:
-    import orjson  # noqa: PLC0415
+    import json  # noqa: PLC0415 - stdlib json imports in ~2 ms, orjson in ~13 ms
 
-    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
     sys.stdout.flush()
 
 

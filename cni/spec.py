@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
-
-import orjson
 
 from cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError
 
@@ -68,8 +67,8 @@ def valid_ifname(name: object) -> bool:
 def decode(stdin: bytes) -> dict[str, Any]:
     """The config object from stdin, or error 6."""
     try:
-        data = orjson.loads(stdin)
-    except orjson.JSONDecodeError as exc:
+        data = json.loads(stdin)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise CNIError(DECODE_FAILURE, "failed to decode network config", str(exc)) from exc
     if not isinstance(data, dict):
         raise CNIError(DECODE_FAILURE, "network config is not a JSON object")
