@@ -1,0 +1,1 @@
+"""Benchmarks against stand-ins for the peers, printed as ratios (`make bench`)."""

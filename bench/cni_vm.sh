@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs inside the benchmark VM (bench/cni.py): N timed ADD+DEL rounds of bin/bond and of Debian's
+# Go `vlan` plugin, both with host-local IPAM, then N timed VERSION calls of each.
+# Times come from bash's $EPOCHREALTIME (no process is started to read the clock: each exec costs
+# tens of milliseconds under TCG). Prints `time <plugin> <command> <microseconds>` lines.
+set -euo pipefail
+n=${1:-10}
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+bond_ns=bench-bond vlan_ns=bench-vlan master=bench-master
+state=$(mktemp -d /tmp/bench-cni.XXXXXX)
+cleanup() {
+  ip netns del "$bond_ns" 2>/dev/null || true
+  ip netns del "$vlan_ns" 2>/dev/null || true
+  ip link del "$master" 2>/dev/null || true
+  rm -rf "$state"
+}
+trap cleanup EXIT
+
+modprobe bonding
+ip netns add "$bond_ns"
+ip netns add "$vlan_ns"
+# The bond's legs: two veth pairs in the pod netns (as SR-IOV CNI would have left two VFs there).
+ip -n "$bond_ns" link add net1 type veth peer name leg1
+ip -n "$bond_ns" link add net2 type veth peer name leg2
+# vlan's master in the node's netns.
+ip link add "$master" type dummy
+ip link set "$master" up
+
+cat >"$state/bond.json" <<CONF
+{"cniVersion": "1.0.0", "name": "bench-bond", "type": "bond",
+ "mode": "active-backup", "failOverMac": 1, "miimon": "100", "linksInContainer": true,
+ "links": [{"name": "net1"}, {"name": "net2"}],
+ "ipam": {"type": "host-local", "subnet": "192.0.2.0/24", "dataDir": "$state/ipam-bond"}}
+CONF
+cat >"$state/vlan.json" <<CONF
+{"cniVersion": "1.0.0", "name": "bench-vlan", "type": "vlan", "master": "$master", "vlanId": 100,
+ "ipam": {"type": "host-local", "subnet": "198.51.100.0/24", "dataDir": "$state/ipam-vlan"}}
+CONF
+
+# cni <plugin> <command> <netns> <ifname> <round>: run one command (the caller's $binary), output
+# to a file, not captured with $(...): a subshell is one more fork inside the timed span.
+cni() {
+  if ! CNI_COMMAND=$2 CNI_CONTAINERID=bench-$5 CNI_NETNS=/run/netns/$3 CNI_IFNAME=$4 \
+    CNI_PATH="$repo/bin:/usr/lib/cni" "$binary" <"$state/$1.json" >"$state/out" 2>&1; then
+    echo "bench: $1 $2 failed: $(cat "$state/out")" >&2
+    exit 1
+  fi
+}
+
+# rounds <plugin> <binary> <netns> <ifname>: one untimed warm-up round (page cache over 9p),
+# then n timed rounds.
+rounds() {
+  local plugin=$1 binary=$2 ns=$3 ifname=$4 i t0 t1 t2
+  cni "$plugin" ADD "$ns" "$ifname" 0
+  cni "$plugin" DEL "$ns" "$ifname" 0
+  for ((i = 1; i <= n; i++)); do
+    t0=${EPOCHREALTIME/./}
+    cni "$plugin" ADD "$ns" "$ifname" "$i"
+    t1=${EPOCHREALTIME/./}
+    cni "$plugin" DEL "$ns" "$ifname" "$i"
+    t2=${EPOCHREALTIME/./}
+    echo "time $plugin ADD $((t1 - t0))"
+    echo "time $plugin DEL $((t2 - t1))"
+  done
+  for ((i = 1; i <= n; i++)); do
+    t0=${EPOCHREALTIME/./}
+    CNI_COMMAND=VERSION "$binary" </dev/null >/dev/null
+    t1=${EPOCHREALTIME/./}
+    echo "time $plugin VERSION $((t1 - t0))"
+  done
+}
+
+rounds bond "$repo/bin/bond" "$bond_ns" bond0
+rounds vlan /usr/lib/cni/vlan "$vlan_ns" vlan0
+echo "bench: done"

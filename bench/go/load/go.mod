@@ -1,0 +1,3 @@
+module benchload
+
+go 1.22

@@ -1,0 +1,3 @@
+module benchmutator
+
+go 1.22
