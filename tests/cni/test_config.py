@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cni import config, spec
+from cni import config, options, spec
 from cni.errors import DECODE_FAILURE, INVALID_CONFIG, CNIError
 from tests.cni.conftest import ALL_VERSIONS, README_CONFIG, bond_config
 
@@ -24,7 +24,7 @@ def test_readme_config_parses_with_upstream_meaning() -> None:
 
 
 @pytest.mark.parametrize("version", ALL_VERSIONS)
-@pytest.mark.parametrize(("mode", "number"), list(config.MODES.items()))
+@pytest.mark.parametrize(("mode", "number"), list(options.MODES.items()))
 def test_every_mode_by_name_and_number(version: str, mode: str, number: int) -> None:
     by_name = config.parse(bond_config(version, mode=mode))
     by_number = config.parse(bond_config(version, mode=number))

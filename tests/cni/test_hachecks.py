@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from cni import config, hachecks, hostdev
+from cni import config, hachecks, hostdev, options
 from cni.diversity import SlaveDevice
 from cni.errors import INVALID_CONFIG, CNIError, apply_policy
 from cni.hachecks import VfState
 from tests.cni.conftest import bond_config
 
 
-def _opts(**fields: Any) -> config.BondOptions:
+def _opts(**fields: Any) -> options.BondOptions:
     return config.parse(bond_config(**fields)).options
 
 
