@@ -57,29 +57,39 @@ cni() {
   fi
 }
 
-# rounds <plugin> <binary> <netns> <ifname>: one untimed warm-up round (page cache over 9p),
-# then n timed rounds.
-rounds() {
-  local plugin=$1 binary=$2 ns=$3 ifname=$4 i t0 t1 t2
-  cni "$plugin" ADD "$ns" "$ifname" 0
-  cni "$plugin" DEL "$ns" "$ifname" 0
-  for ((i = 1; i <= n; i++)); do
-    t0=${EPOCHREALTIME/./}
-    cni "$plugin" ADD "$ns" "$ifname" "$i"
-    t1=${EPOCHREALTIME/./}
-    cni "$plugin" DEL "$ns" "$ifname" "$i"
-    t2=${EPOCHREALTIME/./}
-    echo "time $plugin ADD $((t1 - t0))"
-    echo "time $plugin DEL $((t2 - t1))"
-  done
-  for ((i = 1; i <= n; i++)); do
-    t0=${EPOCHREALTIME/./}
-    CNI_COMMAND=VERSION "$binary" </dev/null >/dev/null
-    t1=${EPOCHREALTIME/./}
-    echo "time $plugin VERSION $((t1 - t0))"
-  done
+# round <plugin> <binary> <netns> <ifname> <i>: one timed ADD then DEL.
+round() {
+  local t0 t1 t2 binary=$2
+  t0=${EPOCHREALTIME/./}
+  cni "$1" ADD "$3" "$4" "$5"
+  t1=${EPOCHREALTIME/./}
+  cni "$1" DEL "$3" "$4" "$5"
+  t2=${EPOCHREALTIME/./}
+  echo "time $1 ADD $((t1 - t0))"
+  echo "time $1 DEL $((t2 - t1))"
 }
 
-rounds bond "$state/bin/bond" "$bond_ns" bond0
-rounds vlan "$state/bin/vlan" "$vlan_ns" vlan0
+# version <plugin> <binary>: one timed VERSION.
+version() {
+  local t0 t1
+  t0=${EPOCHREALTIME/./}
+  CNI_COMMAND=VERSION "$2" </dev/null >/dev/null
+  t1=${EPOCHREALTIME/./}
+  echo "time $1 VERSION $((t1 - t0))"
+}
+
+bond=("$state/bin/bond" "$bond_ns" bond0)
+vlan=("$state/bin/vlan" "$vlan_ns" vlan0)
+# One untimed warm-up round each, then the plugins alternate, so that a burst of load on the
+# shared host falls on both rather than on whichever ran at the time.
+round bond "${bond[@]}" 0 >/dev/null
+round vlan "${vlan[@]}" 0 >/dev/null
+for ((i = 1; i <= n; i++)); do
+  round bond "${bond[@]}" "$i"
+  round vlan "${vlan[@]}" "$i"
+done
+for ((i = 1; i <= n; i++)); do
+  version bond "${bond[0]}"
+  version vlan "${vlan[0]}"
+done
 echo "bench: done"

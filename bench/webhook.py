@@ -74,7 +74,7 @@ def run(seconds: float, connections: int) -> list[Comparison]:
                 _load(load, server, work, 1.0, connections)  # warm-up: connections, caches
                 result = _load(load, server, work, seconds, connections)
                 results[name] = (result, _rss_kib(server))
-                _print_load(server, result, results[name][1])
+                _print_load(server, result, results[name][1], _vm_rss(server.pid))
         ours, ours_rss = results["ours"]
         peer, peer_rss = results["peer"]
         rows += [
@@ -215,12 +215,12 @@ def _vm_rss(pid: int) -> int:
     return 0
 
 
-def _print_load(server: Server, result: LoadResult, rss: list[int]) -> None:
+def _print_load(server: Server, result: LoadResult, rss: list[int], leader: int) -> None:
     mib = ", ".join(f"{kib / 1024:.1f}" for kib in rss)
     print(
         f"  {server.name:<34} {result.rps:8.0f} req/s  p50 {result.p50_ms:6.1f} ms  "
         f"p99 {result.p99_ms:6.1f} ms  ({result.requests} in {result.seconds:.1f} s)  "
-        f"RSS MiB [{mib}]"
+        f"RSS MiB: serving [{mib}], process started {leader / 1024:.1f}"
     )
 
 
