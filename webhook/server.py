@@ -57,7 +57,8 @@ class WebhookConfig(uvicorn.Config):
             host=options.host,
             port=options.port,
             workers=options.workers,
-            http="h11",
+            http="httptools",
+            loop="uvloop",
             ws="none",
             lifespan="off",
             log_config=None,
@@ -130,7 +131,7 @@ class _HealthServer:
     def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         config = uvicorn.Config(
             _HealthOnly(app), host=host, port=port, lifespan="off", log_config=None,
-            access_log=False, server_header=False, http="h11", ws="none",
+            access_log=False, server_header=False, http="httptools", ws="none",
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         # Not the main thread: uvicorn installs no signal handlers here; stop() ends it.
