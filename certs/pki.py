@@ -112,19 +112,43 @@ def generate_serving(
     """A server certificate signed by `ca` whose SANs are exactly `dns_names` and `ips`."""
     if not dns_names and not ips:
         raise ValueError("a serving certificate needs at least one DNS name or IP address")
+    common_name = dns_names[0] if dns_names else ips[0]
+    return issue_certificate(
+        ca, common_name, now, validity, dns_names=dns_names, ips=ips, usage="server"
+    )
+
+
+def issue_certificate(
+    ca: KeyPair,
+    common_name: str,
+    now: dt.datetime,
+    validity: dt.timedelta,
+    *,
+    organization: str | None = None,
+    dns_names: Sequence[str] = (),
+    ips: Sequence[str] = (),
+    usage: str = "server",
+) -> KeyPair:
+    """A leaf certificate signed by `ca`: `usage` "server" (TLS server) or "client" (TLS client,
+    `organization` becoming the Kubernetes group), with exactly the SANs given."""
+    if usage not in ("server", "client"):
+        raise ValueError(f"usage {usage!r} is neither 'server' nor 'client'")
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError("the CA key is not an EC key; run `bond-injector certs rotate --new-ca`")
     key = ec.generate_private_key(ec.SECP256R1())
-    common_name = dns_names[0] if dns_names else ips[0]
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization is not None:
+        subject.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    extended_usage = (
+        ExtendedKeyUsageOID.SERVER_AUTH if usage == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    )
     # The certificate must not outlive the CA that signs it.
     not_after = min(now + validity, ca_cert.not_valid_after_utc)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(x509.Name(subject))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -145,14 +169,16 @@ def generate_serving(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([extended_usage]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
-        .sign(ca_key, hashes.SHA256())
     )
-    return KeyPair(_cert_pem(cert), _key_pem(key))
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return KeyPair(_cert_pem(builder.sign(ca_key, hashes.SHA256())), _key_pem(key))
 
 
 def assess_ca(ca: KeyPair | None, now: dt.datetime, renew_before: dt.timedelta) -> list[str]:

@@ -7,14 +7,13 @@ EC P-256 keys throughout: they are quick to generate on a loaded machine and eve
 from __future__ import annotations
 
 import datetime
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from certs import pki
 
 SERVICE_IP = "10.0.0.1"  # the first address of the rig's --service-cluster-ip-range
 _VALIDITY = datetime.timedelta(days=30)
@@ -48,149 +47,45 @@ class ClusterPki:
     service_account_pub: Path  # verifies them (apiserver)
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(common_name: str, organization: str | None = None) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization is not None:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    return x509.Name(attributes)
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-
-
-def _write_pair(
-    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
-) -> KeyPair:
-    pair = KeyPair(cert=directory / f"{stem}.crt", key=directory / f"{stem}.key")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pair.key, key)
-    return pair
-
-
-def _issue(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    ca_cert: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    *,
-    usage: x509.ObjectIdentifier,
-    sans: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(ca_key, hashes.SHA256())
-
-
-def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _new_key()
-    now = datetime.datetime.now(datetime.UTC)
-    subject = _name("bond-injector-test-ca")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
+def _write(directory: Path, stem: str, pair: pki.KeyPair) -> KeyPair:
+    files = KeyPair(cert=directory / f"{stem}.crt", key=directory / f"{stem}.key")
+    files.cert.write_bytes(pair.cert_pem)
+    files.key.write_bytes(pair.key_pem)
+    files.key.chmod(0o600)
+    return files
 
 
 def generate_pki(directory: Path) -> ClusterPki:
     """Write a fresh PKI for one control plane into `directory` (created if missing)."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_cert, ca_key = _ca()
-    ca = _write_pair(directory, "ca", ca_cert, ca_key)
+    now = datetime.datetime.now(datetime.UTC)
+    ca = pki.generate_ca("bond-injector-test-ca", now, _VALIDITY)
 
     def client(stem: str, common_name: str, organization: str | None = None) -> KeyPair:
-        key = _new_key()
-        cert = _issue(
-            _name(common_name, organization),
-            key,
-            ca_cert,
-            ca_key,
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        pair = pki.issue_certificate(
+            ca, common_name, now, _VALIDITY, organization=organization, usage="client"
         )
-        return _write_pair(directory, stem, cert, key)
+        return _write(directory, stem, pair)
 
-    serving_key = _new_key()
-    sans: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address(SERVICE_IP)),
-    ]
-    sans += [x509.DNSName(name) for name in _APISERVER_DNS_NAMES]
-    serving = _issue(
-        _name("kube-apiserver"),
-        serving_key,
-        ca_cert,
-        ca_key,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        sans=sans,
+    serving = pki.issue_certificate(
+        ca,
+        "kube-apiserver",
+        now,
+        _VALIDITY,
+        dns_names=_APISERVER_DNS_NAMES,
+        ips=("127.0.0.1", SERVICE_IP),
+        usage="server",
     )
-
-    sa_key = _new_key()
+    sa_key = ec.generate_private_key(ec.SECP256R1())
     sa_key_path = directory / "service-account.key"
-    _write_key(sa_key_path, sa_key)
+    sa_key_path.write_bytes(
+        sa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    sa_key_path.chmod(0o600)
     sa_pub_path = directory / "service-account.pub"
     sa_pub_path.write_bytes(
         sa_key.public_key().public_bytes(
@@ -198,8 +93,8 @@ def generate_pki(directory: Path) -> ClusterPki:
         )
     )
     return ClusterPki(
-        ca=ca,
-        apiserver=_write_pair(directory, "apiserver", serving, serving_key),
+        ca=_write(directory, "ca", ca),
+        apiserver=_write(directory, "apiserver", serving),
         admin=client("admin", "bond-injector-admin", "system:masters"),
         controller_manager=client("controller-manager", "system:kube-controller-manager"),
         scheduler=client("scheduler", "system:kube-scheduler"),

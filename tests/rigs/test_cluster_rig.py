@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime
 import http.server
-import ipaddress
 import json
 import secrets
 import ssl
@@ -15,11 +14,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from certs import pki
 from tests.rigs.cluster import COMPONENTS, REPO, Cluster, pid_alive, poll, port_open
 
 pytestmark = pytest.mark.cluster
@@ -218,35 +214,15 @@ def test_a_hard_killed_parent_leaves_no_process_or_port(tmp_path: Path) -> None:
     assert [port for port in started["ports"].values() if port_open(port)] == []
 
 
-def _self_signed_loopback_cert(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rig-webhook")])
+def _loopback_webhook_cert(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a serving pair for 127.0.0.1: (CA cert, serving cert, serving key)."""
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "webhook.crt", directory / "webhook.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    ca = pki.generate_ca("rig-webhook-ca", now, datetime.timedelta(hours=1))
+    serving = pki.generate_serving(ca, [], ["127.0.0.1"], now, datetime.timedelta(hours=1))
+    paths = directory / "ca.crt", directory / "webhook.crt", directory / "webhook.key"
+    for path, pem in zip(paths, (ca.cert_pem, serving.cert_pem, serving.key_pem), strict=True):
+        path.write_bytes(pem)
+    return paths
 
 
 class _MutateHandler(http.server.BaseHTTPRequestHandler):
@@ -279,7 +255,7 @@ class _MutateHandler(http.server.BaseHTTPRequestHandler):
 
 def test_apiserver_calls_a_webhook_on_loopback_url(cluster: Cluster, tmp_path: Path) -> None:
     ns = _namespace(cluster)
-    cert, key = _self_signed_loopback_cert(tmp_path)
+    ca, cert, key = _loopback_webhook_cert(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MutateHandler)
@@ -295,7 +271,7 @@ def test_apiserver_calls_a_webhook_on_loopback_url(cluster: Cluster, tmp_path: P
                 "name": "rig.bond-injector.test",
                 "clientConfig": {
                     "url": f"https://127.0.0.1:{server.server_address[1]}/mutate",
-                    "caBundle": base64.b64encode(cert.read_bytes()).decode(),
+                    "caBundle": base64.b64encode(ca.read_bytes()).decode(),
                 },
                 "rules": [
                     {

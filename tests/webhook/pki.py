@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from certs import pki
 
 
 @dataclass(frozen=True)
@@ -29,51 +27,29 @@ class Issued:
 
 
 class CA:
+    """A throwaway CA issuing through the product's own `certs.pki` (so the TLS tests exercise the
+    certificates bond-injector really makes)."""
+
     def __init__(self, name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(self.name)
-            .issuer_name(self.name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
+        self._pair = pki.generate_ca(name, dt.datetime.now(dt.UTC), dt.timedelta(days=1))
+        self.pem = self._pair.cert_pem
 
     def write(self, path: Path) -> Path:
         path.write_bytes(self.pem)
         return path
 
     def issue(self, common_name: str, *, server: bool = True, days: int = 1) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self.name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        pair = pki.issue_certificate(
+            self._pair,
+            common_name,
+            dt.datetime.now(dt.UTC),
+            dt.timedelta(days=days),
+            dns_names=("localhost",) if server else (),
+            ips=("127.0.0.1",) if server else (),
+            usage="server" if server else "client",
         )
-        if server:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return Issued(cert.public_bytes(serialization.Encoding.PEM), key_pem, cert.serial_number)
+        serial = x509.load_pem_x509_certificate(pair.cert_pem).serial_number
+        return Issued(pair.cert_pem, pair.key_pem, serial)
 
 
 def secret_volume_swap(
