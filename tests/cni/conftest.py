@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from cni.spec import SUPPORTED_VERSIONS
 
@@ -37,3 +40,10 @@ def bond_config(version: str = "1.1.0", **fields: Any) -> dict[str, Any]:
     }
     conf.update(fields)
     return {k: v for k, v in conf.items() if v is not None}
+
+
+def require(path: Path, fix: str) -> None:
+    """Fail, never skip, when a part that `make test` provides is missing: a skip would hide a
+    broken build or install step."""
+    if not path.exists():
+        pytest.fail(f"{path} is missing: {fix}", pytrace=False)

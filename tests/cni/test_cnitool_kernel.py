@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cni.conftest import README_CONFIG
+from tests.cni.conftest import README_CONFIG, require
 from tests.cni.kernel import addresses, link_details, slaves_released
 from tests.rigs.netns import PodNet, ping, wait_for
 
@@ -21,14 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CNITOOL = Path(os.environ.get("CNITOOL", ROOT / ".cache" / "bin" / "cnitool"))
 BOND = ROOT / "bin" / "bond"
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.usefixtures("bonding"),
-    pytest.mark.skipif(
-        not CNITOOL.exists(), reason="no cnitool (tools/build-go-tools.sh builds it)"
-    ),
-    pytest.mark.skipif(not BOND.exists(), reason="bin/bond not built (./build.sh)"),
-]
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bonding")]
+
+
+@pytest.fixture(autouse=True)
+def _runtime_parts() -> None:
+    require(CNITOOL, "run `make deps` (tools/build-go-tools.sh builds cnitool)")
+    require(BOND, "run `make build` (./build.sh)")
 
 
 def _cnitool(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:

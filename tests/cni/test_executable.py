@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from tests.cni.conftest import bond_config
+from tests.cni.conftest import bond_config, require
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bin" / "bond.d"
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 
-pytestmark = pytest.mark.skipif(
-    not (ROOT / "bin" / "bond").exists(),
-    reason="bin/bond not built (./build.sh; make test builds it)",
-)
+
+@pytest.fixture(autouse=True)
+def _bundle() -> None:
+    require(ROOT / "bin" / "bond", "run `make build` (./build.sh)")
 
 
 def _elf_deps(path: Path) -> set[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,12 @@ import pytest
 from cni import result
 from cni.errors import INCOMPATIBLE_VERSION, CNIError
 from cni.ipam import Ipam
-from tests.cni.conftest import ALL_VERSIONS, bond_config
+from tests.cni.conftest import ALL_VERSIONS, bond_config, require
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/usr/lib/cni/host-local"), reason="needs containernetworking-plugins"
-)
+
+@pytest.fixture(autouse=True)
+def _ipam_plugins() -> None:
+    require(Path("/usr/lib/cni/host-local"), "run `make deps` (containernetworking-plugins)")
 
 
 def _env(container: str = "c1") -> dict[str, str]:
