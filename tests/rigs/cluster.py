@@ -179,13 +179,20 @@ class Cluster:
     def create_namespace(self, name: str, *, timeout: float = 60) -> None:
         """Create a namespace and wait until its default ServiceAccount exists (pods need it)."""
         self.kubectl("create", "namespace", name)
+        self.wait_for_default_service_account(name, timeout=timeout)
+
+    def wait_for_default_service_account(self, namespace: str, *, timeout: float = 60) -> None:
+        """Pods are refused until kube-controller-manager has made the namespace's `default`
+        ServiceAccount; right after start-up even `default/default` may not exist yet."""
         poll(
             lambda: (
-                self.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode
+                self.kubectl(
+                    "-n", namespace, "get", "serviceaccount", "default", check=False
+                ).returncode
                 == 0
             ),
             timeout=timeout,
-            what=f"serviceaccount {name}/default (made by kube-controller-manager)",
+            what=f"serviceaccount {namespace}/default (made by kube-controller-manager)",
         )
 
     def add_node(

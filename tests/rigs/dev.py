@@ -209,6 +209,8 @@ def up(cluster_dir: Path, dev_dir: Path, port: int) -> int:
     (dev_dir / "webhook.pid").write_text(str(webhook.pid))
     print(f"webhook up: {webhook.url} (pid {webhook.pid}, log {webhook.log})")
     install_chart(cluster, webhook.url, webhook.ca_bundle_b64)
+    # So that the printed `kubectl apply` works at once: pods need their ServiceAccount.
+    cluster.wait_for_default_service_account("default")
     kubeconfig = cluster.kubeconfig
     print(
         f"chart installed: release {RELEASE} in namespace {NAMESPACE}\n"
