@@ -48,13 +48,15 @@ cni() {
 }
 
 say "CNI ADD (what Multus runs after SR-IOV CNI): the result"
-cni ADD
+result=$(cni ADD)
+echo "$result"
 say "ip a inside the pod: bond0 holds the address, net1 and net2 are its slaves"
 ip -n "$pod" addr
 say "/proc/net/bonding/bond0"
 ip netns exec "$pod" cat /proc/net/bonding/bond0
-say "CNI CHECK"
-cni CHECK && echo "CHECK passed"
+say "CNI CHECK (the runtime hands the ADD result back as prevResult)"
+conf="${conf%\}}, \"prevResult\": $result}"
+cni CHECK && echo "CHECK passed: bond0 has its mode, options, slaves and addresses"
 
 say "ping the peer host through the bond"
 ip netns exec "$pod" ping -c 2 -W 2 192.0.2.1
