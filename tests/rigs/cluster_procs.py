@@ -34,12 +34,19 @@ def port_open(port: int) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this PID exists and is not a zombie."""
+    """Whether a process with this PID still runs or still holds its resources.
+
+    A finished zombie holds nothing, but a multi-threaded (Go) process shows its leader as a
+    zombie while its other threads are still exiting, and its sockets close only when the last
+    of them is gone: until then it counts as alive.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            return True
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
     except FileNotFoundError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def poll(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2) -> None:
