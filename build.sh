@@ -21,12 +21,12 @@ from cni.main import main
 sys.exit(main())
 PY
 
-# pyroute2 loads its netlink message plugins by name: take all of its submodules, but not its
-# pytest fixtures; and no pkg_resources, whose runtime hook alone costs ~100 ms per start.
+# pyroute2 loads its netlink message plugins by name: our hook takes all of its submodules but
+# its pytest fixtures; and no pkg_resources, whose runtime hook alone costs ~100 ms per start.
 "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
     --onedir --name bond \
     --paths . \
-    --collect-submodules pyroute2 \
+    --additional-hooks-dir tools/pyinstaller-hooks \
     --collect-submodules cni \
     --exclude-module tkinter --exclude-module pydoc \
     --exclude-module pkg_resources --exclude-module setuptools \
