@@ -13,7 +13,6 @@ import contextlib
 import copy
 import http.client
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import jsonpatch
 from bench import review
 from bench.gobuild import go_binary
 from bench.report import Comparison
+from tests.rigs.cluster_procs import free_port
 from webhook.mutation import mutate
 from webhook.nads import StaticNadSource
 
@@ -102,13 +102,6 @@ def _certificates(work: Path) -> None:
     )  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def _process(name: str, argv: list[str], work: Path, port: int) -> Iterator[Server]:
     log = (work / f"{name}.log").open("wb")
@@ -126,7 +119,7 @@ def _process(name: str, argv: list[str], work: Path, port: int) -> Iterator[Serv
 
 
 def _start_ours(work: Path) -> contextlib.AbstractContextManager[Server]:
-    port = _free_port()
+    port = free_port()
     pki = work / "pki"
     argv = [
         sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -138,7 +131,7 @@ def _start_ours(work: Path) -> contextlib.AbstractContextManager[Server]:
 
 def _start_peer(binary: Path) -> Callable[[Path], contextlib.AbstractContextManager[Server]]:
     def start(work: Path) -> contextlib.AbstractContextManager[Server]:
-        port = _free_port()
+        port = free_port()
         pki = work / "pki"
         argv = [
             str(binary), "-addr", f"127.0.0.1:{port}", "-cert", str(pki / "tls.crt"),

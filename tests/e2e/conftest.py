@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +115,5 @@ def labelled_pod(name: str, **annotations: str) -> dict[str, object]:
     return pod
 
 
-def wait_for(check: object, what: str, timeout: float = 60) -> None:
-    assert callable(check)
+def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> None:
     poll(check, timeout=timeout, what=what)

@@ -169,7 +169,11 @@ def test_rotating_the_certificate_while_pods_are_created_fails_no_admission(
             serving = _served_serial(bond_env)
             args = ["generate", "--out-dir", str(bond_env.certs_dir), "--ip", "127.0.0.1"]
             assert certs_main([*args, "--dns", "localhost", "--rotate"]) == 0
-            wait_for(lambda s=serving: _served_serial(bond_env) != s, "the webhook to reload")
+
+            def reloaded(previous: int = serving) -> bool:
+                return _served_serial(bond_env) != previous
+
+            wait_for(reloaded, "the webhook to reload")
     finally:
         stop.set()
         creator.join(timeout=300)

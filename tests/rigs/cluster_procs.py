@@ -49,8 +49,9 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def poll(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2) -> None:
-    """Call `check` until it returns True; raise ClusterError naming `what` after `timeout` s."""
+def poll(check: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Call `check` until it returns something true; raise ClusterError naming `what` after
+    `timeout` s."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.rigs.cluster_procs import free_port
 from tests.webhook.builders import EXAMPLES
 from tests.webhook.live import client_context, poll
 from tests.webhook.pki import CA
@@ -79,13 +80,6 @@ def test_preview_of_bad_input_exits_2(tmp_path: Path) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _ready(port: int, ctx: ssl.SSLContext) -> bool:
     try:
         with (
@@ -102,7 +96,7 @@ def test_serve_drains_an_in_flight_request_on_sigterm(tmp_path: Path) -> None:
     ca = CA("ca")
     cert, key = ca.issue("localhost").write(tmp_path, "tls")
     ctx = client_context(ca.write(tmp_path / "ca.crt"))
-    port = _free_port()
+    port = free_port()
     args = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--tls-cert", str(cert),
             "--tls-key", str(key), "--profiles", PROFILES, "--nads", NADS]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -173,7 +167,7 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
     ca = CA("ca")
     cert, key = ca.issue("localhost").write(tmp_path, "tls")
     ctx = client_context(ca.write(tmp_path / "ca.crt"))
-    port = _free_port()
+    port = free_port()
     args = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--tls-cert", str(cert),
             "--tls-key", str(key), "--profiles", PROFILES, "--nads", NADS,
             "--workers", "2"]  # fmt: skip
