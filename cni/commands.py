@@ -12,7 +12,7 @@ from typing import Any
 from cni import result as results
 from cni.config import BondConfig
 from cni.errors import INVALID_CONFIG, PLUGIN_FAILURE, TRY_AGAIN_LATER, CNIError, apply_policy
-from cni.netlink import Link, Netns, own_netns_fd
+from cni.netlink import Link, Netns, NetnsUnavailable, own_netns_fd
 
 log = logging.getLogger("cni.bond")
 
@@ -85,18 +85,20 @@ def _readiness(conf: BondConfig, slaves: list[Link]) -> None:
 
 def _move_in(conf: BondConfig, args: Args, undo: ExitStack) -> None:
     """linksInContainer: false (opted in): pull the named host links into the pod."""
-    with Netns(None) as host:
-        for name in conf.links:
-            link = host.link(name)
-            if link is None:
-                raise CNIError(INVALID_CONFIG, f"host link {name!r} from 'links' does not exist")
-            host.set_state(link.index, False)
-            fd = os.open(args.netns, os.O_RDONLY)
-            try:
+    fd = os.open(args.netns, os.O_RDONLY)
+    try:
+        with Netns(None) as host:
+            for name in conf.links:
+                link = host.link(name)
+                if link is None:
+                    raise CNIError(
+                        INVALID_CONFIG, f"host link {name!r} from 'links' does not exist"
+                    )
+                host.set_state(link.index, False)
                 host.move(link.index, fd)
-            finally:
-                os.close(fd)
-            undo.callback(_best_effort(f"move {name} back", _mover(args, name)))
+                undo.callback(_best_effort(f"move {name} back", _mover(args, name)))
+    finally:
+        os.close(fd)
 
 
 def _mover(args: Args, name: str) -> Callable[[], None]:
@@ -176,9 +178,7 @@ def cmd_del(args: Args, conf: BondConfig) -> None:
     if args.netns and os.path.exists(args.netns):
         try:
             _del_in_netns(args, conf)
-        except CNIError as exc:
-            if "cannot open netns" not in exc.msg:
-                raise
+        except NetnsUnavailable as exc:
             log.info("DEL %s: netns %s is gone: %s", args.container_id, args.netns, exc.details)
     else:
         log.info("DEL %s: no netns %r; nothing to release in it", args.container_id, args.netns)

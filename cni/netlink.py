@@ -85,6 +85,10 @@ def _to_link(msg: Any) -> Link:
     )
 
 
+class NetnsUnavailable(CNIError):
+    """The network namespace cannot be opened: gone, or not a namespace (DEL tolerates this)."""
+
+
 class Netns:
     """A netlink session in one network namespace (never created: flags=0)."""
 
@@ -95,7 +99,7 @@ class Netns:
             fileno = _netlink_socket_in(path) if path else None
             self._ipr = IPRoute(fileno=fileno) if fileno is not None else IPRoute()
         except OSError as exc:
-            raise CNIError(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
+            raise NetnsUnavailable(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
 
     def close(self) -> None:
         self._ipr.close()
