@@ -142,5 +142,14 @@ def main() -> int:
     return 0
 
 
+def entry() -> int:
+    """The executable: the plugin without arguments (as runtimes call it), `serve`/`probe` with."""
+    if len(sys.argv) > 1:
+        from cni.helper import cli  # noqa: PLC0415
+
+        return cli(sys.argv[1:])
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -6,6 +6,7 @@ pkgs=(
   linux-image-amd64     # Debian's stock kernel, which has the bonding module
   containernetworking-plugins  # real IPAM plugins: host-local, static
   busybox-static        # the chroot test of the self-contained CNI executable
+  gcc libc6-dev         # build.sh: the static C client of the CNI helper
   iproute2 iputils-ping ethtool kmod
 )
 missing=()

@@ -1,0 +1,290 @@
+"""The warm per-node helper: the plugin preloaded once, a forked child per request.
+
+A Python plugin exec'd per pod attachment pays for its interpreter and pyroute2 every time
+(~75 ms on a host, seconds in a TCG VM). `bond serve` pays once; the client `bond`
+(cni/client/bond.c) sends it each invocation's environment and stdin over a unix socket, a child
+forked from the warm process runs cni.main.main() on them, exactly as the plugin would in
+process, and the answer goes back. Without a helper the client runs the plugin in process.
+
+The helper must run in the mount and network namespaces of the runtime that calls the plugin
+(the node's): the child opens CNI_NETNS paths, execs IPAM plugins from CNI_PATH and writes
+`logFile`, all as the in-process plugin would. Only clients running as root or as the helper's
+own uid are served; the socket is created 0600 in a directory made 0700.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import logging
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from typing import NoReturn
+
+from cni import wire
+
+DEFAULT_SOCKET = "/run/bond-cni/helper.sock"
+log = logging.getLogger("bond-cni-helper")
+
+
+class HelperError(Exception):
+    """The helper cannot start: the message says what to do."""
+
+
+def preload() -> None:
+    """Import and warm everything a request needs, so no child imports anything again."""
+    from cni.netlink import lean_import  # noqa: PLC0415
+
+    lean_import()
+    import json  # noqa: PLC0415, F401
+    import logging.handlers  # noqa: PLC0415, F401
+    import subprocess  # noqa: PLC0415, F401
+
+    from cni import (  # noqa: PLC0415, F401
+        commands,
+        config,
+        diversity,
+        hachecks,
+        hostdev,
+        ipam,
+        main,
+        options,
+        result,
+    )
+    from cni.netlink import Netns  # noqa: PLC0415
+
+    # The first netlink session loads pyroute2's message classes and their NLA plugins.
+    with Netns(None) as host:
+        host.link("lo")
+        host.addresses(1)
+
+
+def _listen(path: str) -> socket.socket:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISSOCK(mode):
+            raise HelperError(f"{path} exists and is not a socket: remove it or pick --socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # a socket nobody listens on: left by a helper that died
+        else:
+            raise HelperError(f"another helper already answers at {path}: stop it first")
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        listener.bind(path)
+    except OSError as exc:
+        listener.close()
+        raise HelperError(f"cannot listen at {path}: {exc.strerror}") from exc
+    finally:
+        os.umask(old)
+    listener.listen(128)
+    return listener
+
+
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end, from the kernel."""
+    pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return pid, uid
+
+
+def _read_to_eof(conn: socket.socket, limit: int) -> bytes:
+    chunks, size = [], 0
+    while chunk := conn.recv(65536):
+        size += len(chunk)
+        if size > limit:
+            raise wire.WireError(f"request larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def run_request(request: wire.Request) -> wire.Response:
+    """cni.main.main() on one request's environment and stdin, its output captured (child only)."""
+    from cni import main as plugin  # noqa: PLC0415
+
+    os.environ.clear()
+    os.environ.update(request.env)
+    out, err = io.BytesIO(), io.BytesIO()
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin = io.TextIOWrapper(io.BytesIO(request.stdin), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    sys.stderr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
+    try:
+        code = plugin.main()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return wire.Response(code, out.getvalue(), err.getvalue())
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+
+
+def _child(listener: socket.socket, conn: socket.socket, peer: int, timeout: float) -> NoReturn:
+    status = 1
+    try:
+        listener.close()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.alarm(max(1, round(timeout)))  # a stuck request ends; its client runs in process
+        conn.settimeout(timeout)
+        started = time.monotonic()
+        before = set(sys.modules)
+        request = wire.decode_request(_read_to_eof(conn, wire.MAX_REQUEST))
+        response = run_request(request)
+        conn.sendall(wire.encode_response(response))
+        log.info(
+            "pid %d: %s %s %s: exit %d in %.1f ms",
+            peer,
+            request.env.get("CNI_COMMAND", "?"),
+            request.env.get("CNI_CONTAINERID", "-"),
+            request.env.get("CNI_IFNAME", "-"),
+            response.code,
+            (time.monotonic() - started) * 1000,
+        )
+        lazy = sorted(set(sys.modules) - before)
+        if lazy:
+            log.debug("pid %d: imported after preload: %s", peer, " ".join(lazy))
+        status = 0
+    except Exception as exc:  # the client sees no answer and runs the request in process
+        log.error("pid %d: request dropped: %s: %s", peer, type(exc).__name__, exc)
+    finally:
+        os._exit(status)
+
+
+def _reap(children: set[int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        if os.WIFSIGNALED(status):
+            log.warning("request child %d killed by signal %d", pid, os.WTERMSIG(status))
+
+
+def serve(path: str, max_children: int = 64, request_timeout: float = 300.0) -> int:
+    """Serve until SIGTERM or SIGINT; then remove the socket and let requests in flight finish."""
+    started = time.monotonic()
+    preload()
+    listener = _listen(path)
+    inode = os.stat(path).st_ino
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        log.info("signal %d: stopping", signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    listener.settimeout(0.5)
+    children: set[int] = set()
+    gc.collect()
+    gc.freeze()  # children share the preloaded heap instead of copying it on the first collection
+    log.info(
+        "serving on %s: pid %d, %d modules preloaded in %.0f ms",
+        path,
+        os.getpid(),
+        len(sys.modules),
+        (time.monotonic() - started) * 1000,
+    )
+    try:
+        while not stopping:
+            _reap(children)
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            pid, uid = _peer(conn)
+            if uid not in (0, os.geteuid()):
+                log.warning("refused pid %d: uid %d is neither root nor %d", pid, uid, os.geteuid())
+                conn.close()
+            elif len(children) >= max_children:
+                log.warning(
+                    "busy (%d requests in flight): pid %d runs in process", max_children, pid
+                )
+                conn.close()
+            else:
+                child = os.fork()
+                if child == 0:
+                    _child(listener, conn, pid, request_timeout)
+                children.add(child)
+                conn.close()
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == inode:  # never remove a successor's socket
+                os.unlink(path)
+        deadline = time.monotonic() + request_timeout
+        while children and time.monotonic() < deadline:
+            _reap(children)
+            time.sleep(0.05)
+        log.info("stopped, %d requests unfinished", len(children))
+    return 0
+
+
+def probe(path: str, timeout: float) -> int:
+    """Exit 0 when a helper answers VERSION at `path` (a readiness and liveness check)."""
+    import json  # noqa: PLC0415
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(path)
+            conn.sendall(wire.encode_request({"CNI_COMMAND": "VERSION"}, b""))
+            conn.shutdown(socket.SHUT_WR)
+            response = wire.decode_response(_read_to_eof(conn, wire.MAX_REQUEST))
+        versions = json.loads(response.stdout)["supportedVersions"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"bond-cni helper at {path}: no answer: {exc}", file=sys.stderr)
+        return 1
+    if response.code != 0:
+        print(f"bond-cni helper at {path}: VERSION exit {response.code}", file=sys.stderr)
+        return 1
+    print(f"bond-cni helper at {path} answers, CNI versions {' '.join(versions)}")
+    return 0
+
+
+def cli(argv: list[str]) -> int:
+    """`bond serve` and `bond probe` (the plugin itself takes no arguments)."""
+    parser = argparse.ArgumentParser(prog="bond", description=__doc__.split("\n", 1)[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    default = os.environ.get("BOND_CNI_HELPER_SOCKET") or DEFAULT_SOCKET
+    serve_cmd = commands.add_parser("serve", help="run the per-node helper")
+    serve_cmd.add_argument("--socket", default=default, help=f"(default {default})")
+    serve_cmd.add_argument("--max-children", type=int, default=64, help="requests in flight")
+    serve_cmd.add_argument("--request-timeout", type=float, default=300.0, help="seconds")
+    serve_cmd.add_argument("--log-level", default="INFO", help="DEBUG lists lazy imports")
+    probe_cmd = commands.add_parser("probe", help="exit 0 when a helper answers")
+    probe_cmd.add_argument("--socket", default=default, help=f"(default {default})")
+    probe_cmd.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    args = parser.parse_args(argv)
+    if args.command == "probe":
+        return probe(args.socket, args.timeout)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bond-cni helper %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(args.log_level.upper())
+    log.propagate = False
+    if args.max_children < 0:
+        parser.error("--max-children must be 0 or more")
+    try:
+        return serve(args.socket, args.max_children, args.request_timeout)
+    except HelperError as exc:
+        log.error("%s", exc)
+        return 2

@@ -1,0 +1,93 @@
+"""Run the real helper (`bin/bond serve`) and the real client (`bin/bond`) from tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.rigs.cluster_procs import poll
+
+ROOT = Path(__file__).resolve().parents[2]
+BOND = ROOT / "bin" / "bond"
+
+
+@dataclass
+class Helper:
+    socket: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def served(self, command: str) -> int:
+        """How many requests of `command` the helper has answered so far."""
+        return sum(f": {command} " in line and "exit" in line for line in self.log().splitlines())
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@contextmanager
+def running_helper(
+    socket: Path,
+    *args: str,
+    user: Sequence[str] = (),
+    start_timeout: float = 60,
+) -> Iterator[Helper]:
+    """`bin/bond serve` on `socket`, ready (a probe answered) before the body runs; stopped after.
+
+    `user` prefixes the command (e.g. setpriv to run it as another uid)."""
+    log_path = socket.parent.parent / f"{socket.name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*user, str(BOND), "serve", "--socket", str(socket), "--log-level", "DEBUG", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    helper = Helper(socket, log_path, proc)
+    try:
+        poll(
+            lambda: proc.poll() is not None or "serving on" in helper.log(),
+            timeout=start_timeout,
+            what=f"helper on {socket}",
+        )
+        if proc.poll() is not None:
+            raise AssertionError(f"helper exited {proc.returncode}: {helper.log()}")
+        yield helper
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def call(
+    command: str,
+    stdin: bytes | Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    socket: Path | None = None,
+    user: Sequence[str] = (),
+    timeout: float = 120,
+) -> tuple[int, bytes, str]:
+    """One `bin/bond` call as a runtime makes it: through the helper at `socket`, or in process
+    (BOND_CNI_HELPER=off) when socket is None. Returns (exit code, stdout, stderr)."""
+    raw = stdin if isinstance(stdin, bytes) else json.dumps(stdin).encode()
+    full = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": command, **env}
+    if socket is None:
+        full["BOND_CNI_HELPER"] = "off"
+    else:
+        full["BOND_CNI_HELPER_SOCKET"] = str(socket)
+    proc = subprocess.run(
+        [*user, str(BOND)], input=raw, env=full, capture_output=True, timeout=timeout, check=False
+    )
+    return proc.returncode, proc.stdout, proc.stderr.decode()

@@ -1,0 +1,248 @@
+"""The warm helper and its client, as built: `bin/bond serve` and `bin/bond` on this host.
+
+Each answer through the helper must be the in-process plugin's answer, byte for byte; whatever
+goes wrong on the way (no helper, a dead or busy helper, an untrusted one), the client still runs
+the plugin. The kernel-side ADD/CHECK/DEL through the helper is in test_helper_kernel.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cni import wire
+from tests.cni.conftest import bond_config, require
+from tests.cni.helper_rig import BOND, Helper, call, running_helper
+
+ENV = {
+    "CNI_CONTAINERID": "c1",
+    "CNI_NETNS": "/run/netns/bond-test-none",
+    "CNI_IFNAME": "bond0",
+    "CNI_PATH": "/usr/lib/cni",
+}
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture(autouse=True)
+def _bundle() -> None:
+    require(BOND, "run `make build` (./build.sh)")
+
+
+@pytest.fixture(scope="module")
+def helper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helper]:
+    with running_helper(tmp_path_factory.mktemp("helper") / "run" / "helper.sock") as running:
+        yield running
+
+
+def _ipam_conf(data_dir: Path) -> dict[str, Any]:
+    return bond_config(
+        "1.0.0",
+        ipam={"type": "host-local", "subnet": "192.0.2.0/24", "dataDir": str(data_dir)},
+    )
+
+
+CASES: list[tuple[str, str, bytes | dict[str, Any], dict[str, str]]] = [
+    ("version", "VERSION", {"cniVersion": "0.4.0"}, {}),
+    ("version-empty", "VERSION", b"", {}),
+    ("undecodable", "ADD", b"{oops", ENV),
+    ("bad-field", "ADD", bond_config("1.0.0", mode="nope"), ENV),
+    ("unknown-command", "FROB", bond_config(), ENV),
+    ("missing-env", "ADD", bond_config(), {"CNI_CONTAINERID": "c1"}),
+    ("netns-missing", "ADD", bond_config("1.0.0"), ENV),
+    ("del-netns-gone", "DEL", bond_config("1.0.0"), ENV),
+    ("check-old-version", "CHECK", bond_config("0.3.1"), ENV),
+    ("big-stdin", "ADD", bond_config(prevResult={"pad": "x" * (2 << 20)}, mode="x"), ENV),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "stdin", "env"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_helper_answers_as_the_plugin_in_process(
+    helper: Helper, command: str, stdin: bytes | dict[str, Any], env: dict[str, str]
+) -> None:
+    served = helper.served(command)
+    through = call(command, stdin, env, socket=helper.socket)
+    alone = call(command, stdin, env)
+    assert through == alone
+    assert helper.served(command) == served + 1  # and the helper did answer it
+    if command == "VERSION":
+        assert through[0] == 0 and json.loads(through[1])["supportedVersions"]
+    elif command != "DEL":
+        assert through[0] == 1 and "Traceback" not in through[2]
+
+
+def test_del_releases_the_lease_through_the_helper(helper: Helper, tmp_path: Path) -> None:
+    """The child execs IPAM from the caller's CNI_PATH and the lease it frees is the caller's."""
+    conf = _ipam_conf(tmp_path)
+    ipam_env = {**ENV, "CNI_COMMAND": "ADD", "PATH": os.environ["PATH"]}
+    added = subprocess.run(
+        ["/usr/lib/cni/host-local"],
+        input=json.dumps(conf).encode(),
+        env=ipam_env,
+        capture_output=True,
+        check=True,
+    )
+    assert json.loads(added.stdout)["ips"][0]["address"] == "192.0.2.2/24"
+    assert (tmp_path / "bondnet" / "192.0.2.2").exists()
+    assert call("DEL", conf, ENV, socket=helper.socket) == (0, b"", "")
+    assert not (tmp_path / "bondnet" / "192.0.2.2").exists()
+
+
+def test_concurrent_requests_each_get_their_own_answer(helper: Helper) -> None:
+    versions = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] * 4
+
+    def one(version: str) -> str:
+        rc, out, err = call("VERSION", {"cniVersion": version}, {}, socket=helper.socket)
+        assert rc == 0, err
+        return str(json.loads(out)["cniVersion"])
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, versions)) == versions
+
+
+def test_no_helper_runs_in_process_quietly(tmp_path: Path) -> None:
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(stale))  # a socket file with nobody listening: a helper that died
+    expected = call("ADD", bond_config("1.0.0", mode="nope"), ENV)
+    for path in (tmp_path / "absent.sock", stale):
+        assert call("ADD", bond_config("1.0.0", mode="nope"), ENV, socket=path) == expected
+
+
+def test_busy_helper_hands_the_request_back(tmp_path: Path) -> None:
+    with running_helper(tmp_path / "run" / "helper.sock", "--max-children", "0") as busy:
+        rc, out, err = call("VERSION", {"cniVersion": "1.0.0"}, {}, socket=busy.socket)
+        assert rc == 0 and json.loads(out)["cniVersion"] == "1.0.0"
+        assert "gave no answer" in err and "running in process" in err
+        assert "busy" in busy.log()
+        assert busy.served("VERSION") == 0
+
+
+def test_malformed_answer_falls_back(tmp_path: Path) -> None:
+    """Fault injection: a helper that dies mid-answer cannot be produced on demand, so a socket
+    server written here sends half a response; the client must run the request itself."""
+    path = tmp_path / "half.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def half_answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while conn.recv(65536):
+                pass
+            whole = wire.encode_response(wire.Response(0, b'{"cniVersion": "9"}', b""))
+            conn.sendall(whole[:-3])
+
+    thread = threading.Thread(target=half_answer)
+    thread.start()
+    try:
+        rc, out, err = call("VERSION", {"cniVersion": "0.4.0"}, {}, socket=path)
+    finally:
+        thread.join(10)
+        server.close()
+    assert rc == 0 and json.loads(out)["cniVersion"] == "0.4.0"
+    assert "short or malformed reply" in err
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another uid can reach (pytest's tmp dirs are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="bond-helper-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def _needs_root_and_setpriv() -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.fail("the uid tests need root and setpriv (util-linux)", pytrace=False)
+
+
+def test_helper_refuses_other_users(shared_dir: Path) -> None:
+    _needs_root_and_setpriv()
+    with running_helper(shared_dir / "run" / "helper.sock") as running:
+        running.socket.parent.chmod(0o755)  # let nobody reach the socket: the helper must refuse
+        running.socket.chmod(0o666)
+        rc, out, err = call("VERSION", b"", {}, socket=running.socket, user=NOBODY)
+        assert rc == 0 and json.loads(out)["supportedVersions"]  # answered in process
+        assert "gave no answer" in err
+        assert "uid 65534 is neither root nor 0" in running.log()
+        assert running.served("VERSION") == 0
+
+
+def test_client_distrusts_a_helper_of_another_user(shared_dir: Path) -> None:
+    _needs_root_and_setpriv()
+    shared_dir.chmod(0o777)
+    with running_helper(shared_dir / "run" / "helper.sock", user=NOBODY) as foreign:
+        foreign.socket.chmod(0o666)
+        foreign.socket.parent.chmod(0o755)
+        rc, out, err = call("VERSION", {"cniVersion": "1.0.0"}, {}, socket=foreign.socket)
+        assert rc == 0 and json.loads(out)["cniVersion"] == "1.0.0"
+        assert "runs as uid 65534, neither root nor us: not trusted" in err
+        assert foreign.served("VERSION") == 0
+
+
+def test_socket_is_private_and_removed_on_sigterm(tmp_path: Path) -> None:
+    with running_helper(tmp_path / "run" / "helper.sock") as running:
+        assert running.socket.stat().st_mode & 0o777 == 0o600
+        assert running.socket.parent.stat().st_mode & 0o777 == 0o700
+        assert running.stop() == 0
+        assert not running.socket.exists()
+        assert "stopping" in running.log()
+
+
+def test_second_helper_and_non_socket_are_refused(helper: Helper, tmp_path: Path) -> None:
+    second = subprocess.run(
+        [str(BOND), "serve", "--socket", str(helper.socket)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert second.returncode == 2
+    assert f"another helper already answers at {helper.socket}" in second.stderr
+    plain = tmp_path / "plain"
+    plain.write_text("keep me")
+    refused = subprocess.run(
+        [str(BOND), "serve", "--socket", str(plain)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2 and "is not a socket" in refused.stderr
+    assert plain.read_text() == "keep me"
+
+
+def test_probe(helper: Helper, tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [str(BOND), "probe", "--socket", str(helper.socket)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ok.returncode == 0 and "1.1.0" in ok.stdout
+    absent = subprocess.run(
+        [str(BOND), "probe", "--socket", str(tmp_path / "none.sock")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert absent.returncode == 1 and "no answer" in absent.stderr
