@@ -43,6 +43,7 @@ def test_ci_value_sets_exist() -> None:
         "url-values",
         "no-nads-values",
         "failurepolicy-ignore-values",
+        "helper-disabled-values",
     }
 
 
@@ -305,9 +306,38 @@ def test_certgen_jobs_run_ensure_before_and_patch_after(default: list[Rendered])
     assert cron["serviceAccountName"] == f"{FULLNAME}-certgen"
 
 
-def test_cni_installer_reaches_every_node_and_reinstalls_on_upgrade() -> None:
-    first = one(render(), "DaemonSet")
-    spec = first["spec"]["template"]["spec"]
+def _installer_pod(objects: list[Rendered]) -> dict[str, Any]:
+    pod: dict[str, Any] = one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    return pod
+
+
+# The installer container, as the chart rendered it before the helper existed (and still does
+# with the helper off), less INSTALL_ONLY.
+INSTALL_ENV = [{"name": "CNI_BIN_DIR", "value": "/host/cni/bin"}]
+INSTALL_CONTAINER: dict[str, Any] = {
+    "name": "install",
+    "image": "ghcr.io/bond-injector/cni:0.1.0",
+    "imagePullPolicy": "IfNotPresent",
+    "command": ["/usr/local/bin/install-bond-cni"],
+    "env": INSTALL_ENV,
+    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+    "securityContext": {
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    },
+    "volumeMounts": [{"name": "cni-bin", "mountPath": "/host/cni/bin"}],
+}
+ON_NODE = ["nsenter", "--target", "1", "--mount", "--net", "--"]
+
+
+def test_cni_installer_reaches_every_node_and_reinstalls_on_upgrade(
+    default: list[Rendered],
+) -> None:
+    daemonset = one(default, "DaemonSet")
+    spec = _installer_pod(default)
     assert spec["tolerations"] == [{"operator": "Exists"}]
     assert spec["volumes"] == [
         {
@@ -315,15 +345,86 @@ def test_cni_installer_reaches_every_node_and_reinstalls_on_upgrade() -> None:
             "hostPath": {"path": "/opt/cni/bin", "type": "DirectoryOrCreate"},
         }
     ]
-    (container,) = spec["containers"]
-    assert container["command"] == ["/usr/local/bin/install-bond-cni"]
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert spec["automountServiceAccountToken"] is False
     # helm template renders revision 1; an upgrade renders another and so rolls the pods.
-    annotations = first["spec"]["template"]["metadata"]["annotations"]
+    annotations = daemonset["spec"]["template"]["metadata"]["annotations"]
     assert annotations["bond-injector.io/installed-by-revision"] == "1"
     assert annotations["bond-injector.io/plugin-image"] == "ghcr.io/bond-injector/cni:0.1.0"
+
+
+def test_the_helper_runs_beside_an_install_only_init_container(default: list[Rendered]) -> None:
+    spec = _installer_pod(default)
+    assert spec["hostPID"] is True  # nsenter --target 1 must reach the node's init
+    assert "hostNetwork" not in spec  # the helper enters the node's netns itself
+    assert spec["terminationGracePeriodSeconds"] == 30
+    (install,) = spec["initContainers"]
+    assert install == {
+        **INSTALL_CONTAINER,
+        "env": [*INSTALL_ENV, {"name": "INSTALL_ONLY", "value": "1"}],
+    }
+    (helper,) = spec["containers"]
+    assert helper["name"] == "helper"
+    assert helper["image"] == install["image"]
+    assert helper["command"] == [
+        *ON_NODE,
+        "/opt/cni/bin/bond",
+        "serve",
+        "--socket",
+        "/run/bond-cni/helper.sock",
+    ]
+    assert helper["securityContext"]["privileged"] is True
+    assert helper["securityContext"]["runAsUser"] == 0
+    assert "volumeMounts" not in helper  # it sees the node's files through PID 1's mount ns
+    assert helper["resources"] == {
+        "requests": {"cpu": "10m", "memory": "64Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    probe = [*ON_NODE, "/opt/cni/bin/bond", "probe", "--socket", "/run/bond-cni/helper.sock"]
+    readiness, liveness = helper["readinessProbe"], helper["livenessProbe"]
+    assert readiness["exec"] == {"command": probe}
+    assert liveness["exec"] == {"command": probe}
+    # A probe is a Python start-up, and the helper's imports take seconds on a slow node.
+    assert readiness["timeoutSeconds"] == liveness["timeoutSeconds"] == 10
+    assert liveness["initialDelaySeconds"] >= 30
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
+
+
+@pytest.mark.parametrize(
+    ("values", "sets", "bond", "socket"),
+    [
+        (
+            CHART / "ci" / "failurepolicy-ignore-values.yaml",
+            (),
+            "/var/lib/cni/bin/bond",
+            "/run/bond-cni/helper.sock",
+        ),
+        (
+            None,
+            ("cniInstaller.hostBinDir=/usr/libexec/cni/", "cniInstaller.helper.socket=/run/b.sock"),
+            "/usr/libexec/cni/bond",
+            "/run/b.sock",
+        ),
+    ],
+    ids=["ci-host-bin-dir", "trailing-slash-and-socket"],
+)
+def test_the_helper_runs_the_nodes_copy_at_host_bin_dir_on_the_socket(
+    values: Path | None, sets: tuple[str, ...], bond: str, socket: str
+) -> None:
+    spec = _installer_pod(render(*([values] if values else []), sets=sets))
+    (helper,) = spec["containers"]
+    assert helper["command"] == [*ON_NODE, bond, "serve", "--socket", socket]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert helper[probe]["exec"]["command"] == [*ON_NODE, bond, "probe", "--socket", socket]
+    assert bond == spec["volumes"][0]["hostPath"]["path"].rstrip("/") + "/bond"
+
+
+def test_without_the_helper_the_installer_runs_alone_unprivileged() -> None:
+    objects = render(CHART / "ci" / "helper-disabled-values.yaml")
+    spec = _installer_pod(objects)
+    assert "hostPID" not in spec
+    assert "initContainers" not in spec
+    assert spec["terminationGracePeriodSeconds"] == 5
+    assert spec["containers"] == [INSTALL_CONTAINER]  # installs, then sleeps: no INSTALL_ONLY
 
 
 def _profiles(objects: list[Rendered]) -> str:
@@ -400,6 +501,10 @@ def test_extra_profiles_sit_beside_the_default() -> None:
         (("webhook.timeoutSeconds=60",), "at '/webhook/timeoutSeconds'"),
         (("certificates.mode=vault",), "at '/certificates/mode'"),
         (("networks.legs.pfA.interface=this-is-too-long",), "/networks/legs/pfA/interface"),
+        (("cniInstaller.helper.socket=run/helper.sock",), "at '/cniInstaller/helper/socket'"),
+        (("cniInstaller.helper.socket=/run/bond-cni/",), "at '/cniInstaller/helper/socket'"),
+        ((f"cniInstaller.helper.socket=/{'s' * 107}",), "at '/cniInstaller/helper/socket'"),
+        (("cniInstaller.helper.bogus=1",), "additional properties 'bogus' not allowed"),
     ],
 )
 def test_the_schema_refuses_with_a_clear_error(sets: tuple[str, ...], message: str) -> None:

@@ -72,6 +72,77 @@ def test_the_minimal_cert_manager_crds_still_catch_a_typo(
     assert 'unknown field "spec.dnsName"' in result.stderr
 
 
+@pytest.fixture(scope="module")
+def enforcing(cluster: Cluster) -> Iterator[dict[str, str]]:
+    """A namespace per Pod Security level enforced by the apiserver's PodSecurity admission."""
+    names = {level: f"psa-{level}-{secrets.token_hex(3)}" for level in ("baseline", "privileged")}
+    for level, name in names.items():
+        namespace = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": level}},
+        }
+        cluster.kubectl("create", "-f", "-", input=json.dumps(namespace))
+        cluster.wait_for_default_service_account(name)
+    yield names
+    for name in names.values():
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize(
+    ("values", "violations", "absent"),
+    [
+        (
+            None,
+            [
+                "host namespaces (hostPID=true)",
+                'privileged (container "helper" must not set securityContext.privileged=true)',
+                'hostPath volumes (volume "cni-bin")',
+            ],
+            [],
+        ),
+        (
+            CHART / "ci" / "helper-disabled-values.yaml",
+            ['hostPath volumes (volume "cni-bin")'],
+            ["hostPID", "privileged"],
+        ),
+    ],
+    ids=["helper", "helper-disabled"],
+)
+def test_the_installer_pod_needs_a_privileged_namespace(
+    cluster: Cluster,
+    enforcing: dict[str, str],
+    values: Path | None,
+    violations: list[str],
+    absent: list[str],
+) -> None:
+    """What the chart README says about Pod Security, asked of the apiserver: the DaemonSet's
+    pod is refused where `baseline` is enforced, naming each violation, and admitted where
+    `privileged` is."""
+    rendered = helm(*template_args(*([values] if values else []))).stdout
+    (daemonset,) = [r.obj for r in parse(rendered) if r.kind == "DaemonSet"]
+    template = daemonset["spec"]["template"]
+    results = {}
+    for level, namespace in enforcing.items():
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "cni-installer", "namespace": namespace, **template["metadata"]},
+            "spec": template["spec"],
+        }
+        results[level] = cluster.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+        )
+    assert results["privileged"].returncode == 0, results["privileged"].stderr
+    refused = results["baseline"]
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "baseline:latest"' in refused.stderr
+    for violation in violations:
+        assert violation in refused.stderr
+    for word in absent:
+        assert word not in refused.stderr
+
+
 def _install(cluster: Cluster, release: str, namespace: str, *args: str) -> None:
     cluster.helm(
         "install", release, str(CHART), "--namespace", namespace, "--create-namespace", *args

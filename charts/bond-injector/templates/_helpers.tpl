@@ -128,6 +128,47 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{/*
+The CNI installer container. Call with (dict "ctx" $ "installOnly" true|false): the helper's init
+container installs and exits; without the helper it installs, then sleeps so the pod stays up.
+*/}}
+{{- define "bond-injector.cniInstaller.installContainer" -}}
+name: install
+image: {{ include "bond-injector.image" (dict "ctx" .ctx "image" .ctx.Values.cniInstaller.image) }}
+imagePullPolicy: {{ .ctx.Values.cniInstaller.image.pullPolicy }}
+command: ["/usr/local/bin/install-bond-cni"]
+env:
+  - name: CNI_BIN_DIR
+    value: /host/cni/bin
+  {{- if .installOnly }}
+  - name: INSTALL_ONLY
+    value: "1"
+  {{- end }}
+resources:
+  {{- toYaml .ctx.Values.cniInstaller.resources | nindent 2 }}
+# Root only to write the root-owned host directory; no capability is needed for that.
+securityContext:
+  runAsUser: 0
+  runAsNonRoot: false
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: ["ALL"]
+volumeMounts:
+  - name: cni-bin
+    mountPath: /host/cni/bin
+{{- end }}
+
+{{/*
+A command run on the node as its runtime runs the plugin: nsenter into PID 1's mount and network
+namespaces, then the node's installed `bond` with .args. Without --pid, nsenter execs the command
+in its own place, so the kubelet's SIGTERM reaches the helper itself.
+*/}}
+{{- define "bond-injector.cniInstaller.onNode" -}}
+{{- $bond := printf "%s/bond" (trimSuffix "/" .ctx.Values.cniInstaller.hostBinDir) }}
+{{- concat (list "nsenter" "--target" "1" "--mount" "--net" "--" $bond) .args | toJson }}
+{{- end }}
+
 {{/* `namespace/name` of a NAD the default profile uses, so pods of any namespace find it. */}}
 {{- define "bond-injector.networkRef" -}}
 {{- printf "%s/%s" (include "bond-injector.networksNamespace" .ctx) .name }}
