@@ -1,7 +1,10 @@
 #!/bin/sh
 # assemble.sh SRC ROOTFS: build the bond plugin bundle from SRC with ./build.sh in a clean venv
 # and lay out the installer image's files under ROOTFS:
-#   ROOTFS/opt/bond-injector/bond/              the one-dir bundle (executable `bond` inside)
+#   ROOTFS/opt/bond-injector/bond/              the bundle (bin/bond.d): `bond`, the static client
+#                                               the runtime runs; `bond-plugin`, the PyInstaller
+#                                               executable it falls back to (and `bond serve`,
+#                                               `bond probe` run); `_internal/`, its libraries
 #   ROOTFS/usr/local/bin/install-bond-cni       the DaemonSet's command
 # Used by Dockerfile.cni and by tests/chart/test_images.py.
 set -eu

@@ -6,11 +6,13 @@ What is replayed: the build stage's WORKDIR, COPY (from the build context = the 
 tracked files) and RUN lines, with every absolute path argument moved under OUT_DIR/build-root,
 then the final stage's `COPY --from=build SRC DEST` into OUT_DIR/rootfs. What is not: the base
 images (the host's python3 and Debian packages stand in for them) and RUN lines that install
-Debian packages (the host has them: binutils for PyInstaller).
+Debian packages: the host must have each package such a line names (binutils for PyInstaller, gcc
+and libc6-dev for the static CNI client), or the replay stops and says which are missing.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -51,6 +53,31 @@ def parse(dockerfile: Path) -> list[Stage]:
         elif stages:
             stages[-1].steps.append((instruction, args.strip()))
     return stages
+
+
+def apt_packages(run: str) -> list[str]:
+    """The packages the `apt-get install` commands of a RUN line's arguments install."""
+    packages: list[str] = []
+    for command in re.split(r"&&|;|\|\|", run):
+        words = shlex.split(command)
+        if words[:2] == ["apt-get", "install"]:
+            packages += [w for w in words[2:] if not w.startswith("-")]
+    return packages
+
+
+def missing_on_host(packages: list[str]) -> list[str]:
+    """The packages dpkg does not list as installed on this host."""
+    missing = []
+    for package in packages:
+        status = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", package],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if status != "install ok installed":
+            missing.append(package)
+    return missing
 
 
 def _under(root: Path, container_path: str) -> Path:
@@ -96,7 +123,15 @@ def build(dockerfile: Path, out: Path) -> Built:
                     shutil.copy2(file, where)
         elif instruction == "RUN":
             if "apt-get" in args:
-                skipped.append(f"{args} (the host's Debian packages stand in)")
+                packages = apt_packages(args)
+                missing = missing_on_host(packages)
+                if missing:
+                    raise RuntimeError(
+                        f"{dockerfile.name} installs {' '.join(missing)} in its build stage, and "
+                        f"this host lacks them: apt-get install {' '.join(missing)}, so the "
+                        "replay can stand in for that step"
+                    )
+                skipped.append(f"{args} (the host's {', '.join(packages)} stand in)")
                 continue
             words = [str(_under(root, w)) if w.startswith("/") else w for w in shlex.split(args)]
             subprocess.run(words, cwd=_under(root, workdir), check=True)

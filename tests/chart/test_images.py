@@ -11,11 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.chart.images import REPO, Built, build
-
-pytestmark = pytest.mark.images
+from tests.chart.images import REPO, Built, apt_packages, build, missing_on_host, parse
 
 _ENV = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
+
+
+def test_the_replay_stands_in_the_hosts_packages_for_the_apt_line() -> None:
+    """The build stage's apt-get line is not replayed; the host must hold what it installs (the
+    static CNI client needs gcc and libc.a, PyInstaller needs objdump)."""
+    build_stage = parse(REPO / "Dockerfile.cni")[0]
+    runs = [args for instruction, args in build_stage.steps if instruction == "RUN"]
+    assert [apt_packages(run) for run in runs] == [["binutils", "gcc", "libc6-dev"], []]
+    assert missing_on_host(["binutils", "gcc", "libc6-dev"]) == []
+    assert missing_on_host(["gcc", "bond-injector-no-such-package"]) == [
+        "bond-injector-no-such-package"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +63,7 @@ def _run(*args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.images
 def test_webhook_image_runs_the_commands_the_chart_uses(
     webhook_image: Built, tmp_path: Path
 ) -> None:
@@ -73,6 +84,7 @@ def test_webhook_image_runs_the_commands_the_chart_uses(
         assert _run(venv / "bin" / "python", "-c", f"import {module}").returncode != 0, module
 
 
+@pytest.mark.images
 def test_cni_image_installs_a_plugin_that_answers_version(cni_image: Built, tmp_path: Path) -> None:
     assert cni_image.entrypoint == '["/usr/local/bin/install-bond-cni"]'
     assert any("apt-get" in line for line in cni_image.skipped)
