@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.chart.images import REPO, Built, apt_packages, build, missing_on_host, parse
+from tests.chart.render import one, render
+from tests.rigs.cluster_procs import poll
 
 _ENV = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
 
@@ -111,3 +114,76 @@ def test_cni_image_installs_a_plugin_that_answers_version(cni_image: Built, tmp_
     )
     assert version.returncode == 0, version.stderr
     assert "1.1.0" in json.loads(version.stdout)["supportedVersions"]
+
+
+def _installed(cni_image: Built, host_bin: Path) -> None:
+    """The image's bundle installed into host_bin as the init container does (INSTALL_ONLY=1)."""
+    host_bin.mkdir()
+    installed = _run(
+        cni_image.rootfs / "usr" / "local" / "bin" / "install-bond-cni",
+        BOND_CNI_SOURCE=str(cni_image.rootfs / "opt" / "bond-injector" / "bond"),
+        CNI_BIN_DIR=str(host_bin),
+        INSTALL_ONLY="1",
+    )
+    assert installed.returncode == 0, installed.stderr
+
+
+def _off_nsenter(command: list[str]) -> list[str]:
+    """The part of a helper-container command that runs on the node (no nsenter here: this test
+    runs in the host's namespaces already)."""
+    prefix = ["nsenter", "--target", "1", "--mount", "--net", "--"]
+    assert command[: len(prefix)] == prefix
+    return command[len(prefix) :]
+
+
+@pytest.mark.images
+def test_the_charts_helper_commands_serve_and_probe_the_installed_plugin(
+    cni_image: Built, tmp_path: Path
+) -> None:
+    """The helper container's command and probe, as the chart renders them for this host bin
+    dir and socket, run against the image's bundle behind the installer's symlink."""
+    host_bin, sock = tmp_path / "bin", tmp_path / "run" / "helper.sock"
+    _installed(cni_image, host_bin)
+    sets = (f"cniInstaller.hostBinDir={host_bin}", f"cniInstaller.helper.socket={sock}")
+    (helper,) = one(render(sets=sets), "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    serve = _off_nsenter(helper["command"])
+    probe = _off_nsenter(helper["readinessProbe"]["exec"]["command"])
+    assert probe == _off_nsenter(helper["livenessProbe"]["exec"]["command"])
+    assert _run(*probe).returncode != 0  # no helper yet: the probe must say so
+
+    log_path = tmp_path / "helper.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=_ENV, cwd="/")
+    try:
+        poll(
+            lambda: proc.poll() is not None or _run(*probe).returncode == 0,
+            timeout=60,
+            what="the helper to answer the chart's probe",
+        )
+        assert proc.poll() is None, log_path.read_text()
+        # The runtime's call, through the node's `bond`, reaches this helper on this socket.
+        client = subprocess.Popen(
+            [host_bin / "bond"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={
+                "CNI_COMMAND": "VERSION",
+                "PATH": "/usr/bin:/bin",
+                "BOND_CNI_HELPER_SOCKET": str(sock),
+            },
+            cwd="/",
+        )
+        out, _ = client.communicate(b"{}", timeout=60)
+        assert client.returncode == 0
+        assert "1.1.0" in json.loads(out)["supportedVersions"]
+        poll(
+            lambda: f"pid {client.pid}: VERSION" in log_path.read_text(),
+            timeout=10,
+            what="the helper's log line for the client's VERSION",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)  # as the kubelet stops the container
+        code = proc.wait(timeout=30)
+    assert code == 0, log_path.read_text()
+    assert not sock.exists()
+    assert _run(*probe).returncode != 0
