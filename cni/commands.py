@@ -49,10 +49,10 @@ def _ipam(conf: BondConfig, args: Args) -> Any:
     return Ipam(conf.raw, args.env)
 
 
-def _slave_links(pod: Netns, conf: BondConfig) -> list[Link]:
+def _slave_links(present: Mapping[str, Link], conf: BondConfig) -> list[Link]:
     links = []
     for name in conf.links:
-        link = pod.link(name)
+        link = present.get(name)
         if link is None:
             raise CNIError(
                 INVALID_CONFIG,
@@ -118,10 +118,8 @@ def _move_out(args: Args, names: list[str]) -> None:
 
 
 def _enslave(pod: Netns, bond: int, slave: Link, undo: ExitStack) -> None:
-    pod.set_state(slave.index, False)
     undo.callback(_best_effort(f"restore {slave.name}", lambda: _restore(pod, slave)))
-    pod.set_master(slave.index, bond)
-    pod.set_state(slave.index, True)
+    pod.enslave(slave.index, bond)
 
 
 def _restore(pod: Netns, slave: Link) -> None:
@@ -138,12 +136,15 @@ def _gateway(ipam: results.Result, family: int) -> str | None:
 def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
     prev = results.parse(conf.prev_result, "prevResult")
     ipam = _ipam(conf, args)
+    # Netlink round trips dominate a warm ADD: links are read in one dump, not one get each.
     with Netns(args.netns) as pod, ExitStack() as undo:
-        if pod.link(args.ifname) is not None:
+        present = pod.links()
+        if args.ifname in present:
             raise CNIError(PLUGIN_FAILURE, f"interface {args.ifname!r} already exists in the pod")
         if not conf.links_in_container:
             _move_in(conf, args, undo)
-        slaves = _slave_links(pod, conf)
+            present = pod.links()
+        slaves = _slave_links(present, conf)
         _readiness(conf, slaves)
         index = pod.create_bond(args.ifname, conf.options.kernel_values(), conf.mtu, conf.mac)
         undo.callback(_best_effort(f"delete {args.ifname}", lambda: pod.delete(index)))
@@ -159,11 +160,12 @@ def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
             for route in got.routes:
                 family = 6 if ":" in str(route["dst"]) else 4
                 pod.add_route(index, route, route.get("gw") or _gateway(got, family))
-        bond = pod.link_by_index(index)
-        if bond is None:
+        now = pod.links()
+        bond = now.get(args.ifname)
+        if bond is None or bond.index != index:
             raise CNIError(PLUGIN_FAILURE, f"bond {args.ifname} vanished during ADD")
         slave_ifaces = [
-            results.Interface(s.name, link.mac if (link := pod.link(s.name)) else s.mac, args.netns)
+            results.Interface(s.name, now[s.name].mac if s.name in now else s.mac, args.netns)
             for s in slaves
         ]
         bond_iface = results.Interface(bond.name, bond.mac, args.netns, bond.mtu)
@@ -196,16 +198,19 @@ def cmd_del(args: Args, conf: BondConfig) -> None:
 
 def _del_in_netns(args: Args, conf: BondConfig) -> None:
     with Netns(args.netns) as pod:
-        bond = pod.link(args.ifname)
+        present = pod.links()
+        bond = present.get(args.ifname)
         if bond is not None and bond.kind == "bond":
-            pod.set_state(bond.index, False)
-            for name in conf.links:
-                slave = pod.link(name)
-                if slave is not None and slave.master == bond.index:
-                    pod.set_state(slave.index, False)
-                    pod.set_master(slave.index, 0)
-                    pod.set_state(slave.index, True)
+            enslaved = [
+                present[name]
+                for name in conf.links
+                if name in present and present[name].master == bond.index
+            ]
+            # Deleting the bond releases every slave (the kernel restores its MAC and closes it);
+            # the configured ones are then brought back up, as ADD found them for the next user.
             pod.delete(bond.index)
+            for slave in enslaved:
+                pod.set_state(slave.index, True)
     if not conf.links_in_container:
         _move_out(args, list(conf.links))
 
@@ -215,23 +220,24 @@ def cmd_check(args: Args, conf: BondConfig) -> None:
         raise CNIError(INVALID_CONFIG, "CHECK needs prevResult")
     prev = results.parse(conf.prev_result, "prevResult")
     with Netns(args.netns) as pod:
-        bond = pod.link(args.ifname)
+        present = pod.links()
+        bond = present.get(args.ifname)
         if bond is None or bond.kind != "bond":
             raise CNIError(PLUGIN_FAILURE, f"CHECK: no bond {args.ifname!r} in {args.netns}")
-        problems = _option_drift(pod, conf, bond)
+        problems = _option_drift(present, conf, bond)
         if not bond.up:
             problems.append(f"{args.ifname} is down")
         for name in conf.links:
-            slave = pod.link(name)
+            slave = present.get(name)
             if slave is None:
                 problems.append(f"link {name} is missing")
             elif slave.master != bond.index:
                 problems.append(f"link {name} is not a slave of {args.ifname}")
             elif not slave.up:
                 problems.append(f"link {name} is down")
-        present = pod.addresses(bond.index)
+        on_bond = pod.addresses(bond.index)
         for ip in prev.addresses_of(args.ifname, args.netns):
-            if ip.address not in present:
+            if ip.address not in on_bond:
                 problems.append(f"address {ip.address} from prevResult is not on {args.ifname}")
     if problems:
         raise CNIError(PLUGIN_FAILURE, f"CHECK {args.ifname}: " + "; ".join(problems))
@@ -240,13 +246,13 @@ def cmd_check(args: Args, conf: BondConfig) -> None:
         ipam.check(prev)
 
 
-def _option_drift(pod: Netns, conf: BondConfig, bond: Link) -> list[str]:
+def _option_drift(present: Mapping[str, Link], conf: BondConfig, bond: Link) -> list[str]:
     drift = []
     for field, value in conf.options.kernel_values().items():
         have: object = bond.bond.get(field)
         want: object = value
         if field == "primary":
-            link = pod.link(str(value))
+            link = present.get(str(value))
             want = link.index if link else None
         if isinstance(value, tuple):
             want, have = set(value), set(bond.bond.get(field) or ())

@@ -62,6 +62,7 @@ def preload() -> None:
 
     # The first netlink session loads pyroute2's message classes and their NLA plugins.
     with Netns(None) as host:
+        host.links()
         host.link("lo")
         host.addresses(1)
 

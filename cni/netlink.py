@@ -133,15 +133,9 @@ class Netns:
             raise _failed(f"get link {name}", exc) from exc
         return _to_link(msgs[0])
 
-    def link_by_index(self, index: int) -> Link | None:
-        from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
-
-        try:
-            return _to_link(self._ipr.link("get", index=index)[0])
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return None
-            raise _failed(f"get link {index}", exc) from exc
+    def links(self) -> dict[str, Link]:
+        """Every link in the netns by name: one dump instead of a get per link."""
+        return {link.name: link for link in map(_to_link, self._call("link", "dump"))}
 
     def create_bond(
         self, name: str, values: Mapping[str, Any], mtu: int | None, mac: str | None
@@ -173,6 +167,11 @@ class Netns:
 
     def set_master(self, index: int, master: int) -> None:
         self._call("link", "set", index=index, master=master)
+
+    def enslave(self, index: int, master: int) -> None:
+        """Down and into the bond in one message: the kernel applies the flags before the master
+        (a slave must be down to be enslaved), and the bond brings its new slave up itself."""
+        self._call("link", "set", index=index, master=master, state="down")
 
     def set_mtu(self, index: int, mtu: int) -> None:
         self._call("link", "set", index=index, mtu=mtu)
