@@ -47,6 +47,9 @@ def preload() -> None:
     import logging.handlers  # noqa: PLC0415, F401
     import subprocess  # noqa: PLC0415, F401
 
+    # pyroute2 reads VF facts from the PFs (haChecks); its first session loads its NLA plugins.
+    from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415
+
     from cni import (  # noqa: PLC0415, F401
         commands,
         config,
@@ -60,7 +63,8 @@ def preload() -> None:
     )
     from cni.netlink import Netns  # noqa: PLC0415
 
-    # The first netlink session loads pyroute2's message classes and their NLA plugins.
+    with IPRoute() as ipr:
+        ipr.link("get", index=1)
     with Netns(None) as host:
         host.links()
         host.link("lo")

@@ -1,88 +1,30 @@
-"""The netlink executor: every kernel change the plugin makes, through pyroute2, in one netns."""
+"""The netlink executor: every kernel change the plugin makes, in one netns, over rtnetlink.
+
+Requests are built by cni.rtnl and sent on a plain NETLINK_ROUTE socket (one round trip each).
+"""
 
 from __future__ import annotations
 
-import errno
-import ipaddress
 import os
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from cni import rtnl
 from cni.errors import PLUGIN_FAILURE, CNIError
+from cni.rtnl import Link, NetlinkError
 
-IFF_UP = 0x1
+__all__ = ["Link", "Netns", "NetnsUnavailable", "own_netns_fd"]
+
 _CLONE_NEWNET = 0x40000000
 _NETLINK_ROUTE = 0
-IFA_F_NODAD = 0x02
-# pyroute2 keyword for each BondOptions field (IFLA_BOND_*).
-_BOND_ATTR = {
-    "mode": "mode",
-    "miimon": "miimon",
-    "fail_over_mac": "fail_over_mac",
-    "all_slaves_active": "all_slaves_active",
-    "tlb_dynamic_lb": "tlb_dynamic_lb",
-    "xmit_hash_policy": "xmit_hash_policy",
-    "lacp_rate": "ad_lacp_rate",
-    "arp_interval": "arp_interval",
-    "arp_ip_targets": "arp_ip_target",
-    "arp_validate": "arp_validate",
-    "arp_all_targets": "arp_all_targets",
-    "primary": "primary",
-    "primary_reselect": "primary_reselect",
-    "updelay": "updelay",
-    "downdelay": "downdelay",
-    "min_links": "min_links",
-    "ad_select": "ad_select",
-}
-
-
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    mac: str
-    mtu: int
-    up: bool
-    master: int | None
-    kind: str | None
-    bond: Mapping[str, Any]  # IFLA_BOND_* values by BondOptions field name, when kind == bond
-    parent_bus: str | None
-    parent_dev: str | None
+_SOL_NETLINK = 270
+_NETLINK_EXT_ACK = 11
+_ENODEV = 19
 
 
 def _failed(what: str, exc: Exception) -> CNIError:
     return CNIError(PLUGIN_FAILURE, f"netlink: {what} failed", str(exc))
-
-
-def _nested(msg: Any, *path: str) -> Any:
-    for name in path:
-        if msg is None:
-            return None
-        msg = msg.get_attr(name)
-    return msg
-
-
-def _to_link(msg: Any) -> Link:
-    data = _nested(msg, "IFLA_LINKINFO", "IFLA_INFO_DATA")
-    bond: dict[str, Any] = {}
-    if data is not None:
-        for field, attr in _BOND_ATTR.items():
-            value = data.get_attr("IFLA_BOND_" + attr.upper())
-            if value is not None:
-                bond[field] = tuple(value) if isinstance(value, list) else value
-    return Link(
-        index=msg["index"],
-        name=msg.get_attr("IFLA_IFNAME"),
-        mac=msg.get_attr("IFLA_ADDRESS") or "",
-        mtu=msg.get_attr("IFLA_MTU") or 0,
-        up=bool(msg["flags"] & IFF_UP),
-        master=msg.get_attr("IFLA_MASTER") or None,
-        kind=_nested(msg, "IFLA_LINKINFO", "IFLA_INFO_KIND"),
-        bond=bond,
-        parent_bus=msg.get_attr("IFLA_PARENT_DEV_BUS_NAME"),
-        parent_dev=msg.get_attr("IFLA_PARENT_DEV_NAME"),
-    )
 
 
 class NetnsUnavailable(CNIError):
@@ -90,19 +32,23 @@ class NetnsUnavailable(CNIError):
 
 
 class Netns:
-    """A netlink session in one network namespace (never created: flags=0)."""
+    """A netlink session in one network namespace (never created: the netns is opened O_RDONLY)."""
 
     def __init__(self, path: str | None) -> None:
-        from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415 - kept off VERSION's path
-
         try:
             fileno = _netlink_socket_in(path) if path else None
-            self._ipr = IPRoute(fileno=fileno) if fileno is not None else IPRoute()
         except OSError as exc:
             raise NetnsUnavailable(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
+        if fileno is None:
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
+        else:
+            self._sock = socket.socket(fileno=fileno)
+        self._sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)  # the kernel's own reason
+        self._sock.bind((0, 0))
+        self._seq = 0
 
     def close(self) -> None:
-        self._ipr.close()
+        self._sock.close()
 
     def __enter__(self) -> Netns:
         return self
@@ -110,104 +56,94 @@ class Netns:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
-        from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
+    def _request(self, request: tuple[int, int, bytes]) -> list[tuple[int, bytes]]:
+        """Send one request; its replies as (type, payload), or NetlinkError."""
+        kind, flags, body = request
+        self._seq += 1
+        self._sock.send(rtnl.message(kind, flags, self._seq, body))
+        replies: list[tuple[int, bytes]] = []
+        while True:
+            for reply, reply_flags, seq, payload in rtnl.split(self._sock.recv(1 << 18)):
+                if seq != self._seq:
+                    continue  # a late answer to an earlier request
+                if reply == rtnl.NLMSG_ERROR:
+                    if (refused := rtnl.error(reply_flags, payload)) is not None:
+                        raise refused
+                    return replies
+                if reply == rtnl.NLMSG_DONE:
+                    return replies
+                replies.append((reply, payload))
+                if not reply_flags & rtnl.NLM_F_MULTI and not flags & rtnl.NLM_F_ACK:
+                    return replies
 
+    def _do(self, what: str, request: tuple[int, int, bytes]) -> list[tuple[int, bytes]]:
         try:
-            return (
-                self._ipr.link(*args, **kwargs)
-                if what == "link"
-                else getattr(self._ipr, what)(*args, **kwargs)
-            )
+            return self._request(request)
         except NetlinkError as exc:
-            raise _failed(f"{what} {args[0]} {kwargs}", exc) from exc
+            raise _failed(what, exc) from exc
 
     def link(self, name: str) -> Link | None:
-        from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
-
         try:
-            msgs = self._ipr.link("get", ifname=name)
+            replies = self._request(rtnl.get_link(name))
         except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
+            if exc.errno == _ENODEV:
                 return None
             raise _failed(f"get link {name}", exc) from exc
-        return _to_link(msgs[0])
+        return rtnl.decode_link(replies[0][1])
 
     def links(self) -> dict[str, Link]:
         """Every link in the netns by name: one dump instead of a get per link."""
-        return {link.name: link for link in map(_to_link, self._call("link", "dump"))}
+        replies = self._do("dump links", rtnl.dump_links())
+        found = (rtnl.decode_link(p) for kind, p in replies if kind == rtnl.RTM_NEWLINK)
+        return {link.name: link for link in found}
 
     def create_bond(
         self, name: str, values: Mapping[str, Any], mtu: int | None, mac: str | None
     ) -> int:
-        attrs: dict[str, Any] = {}
-        for field, value in values.items():
-            if field == "primary":
-                primary = self.link(str(value))
-                attrs["bond_primary"] = primary.index if primary else 0
-            else:
-                attrs["bond_" + _BOND_ATTR[field]] = (
-                    list(value) if isinstance(value, tuple) else value
-                )
-        if mtu:
-            attrs["mtu"] = mtu
-        if mac:
-            attrs["address"] = mac
-        self._call("link", "add", ifname=name, kind="bond", **attrs)
+        kernel = dict(values)
+        if "primary" in kernel:
+            primary = self.link(str(kernel["primary"]))
+            kernel["primary"] = primary.index if primary else 0
+        self._do(f"create bond {name}", rtnl.new_bond(name, kernel, mtu, mac))
         created = self.link(name)
         if created is None:
             raise CNIError(PLUGIN_FAILURE, f"bond {name} vanished right after creation")
         return created.index
 
     def delete(self, index: int) -> None:
-        self._call("link", "del", index=index)
+        self._do(f"delete link {index}", rtnl.delete_link(index))
 
     def set_state(self, index: int, up: bool) -> None:
-        self._call("link", "set", index=index, state="up" if up else "down")
+        self._do(f"set link {index} {'up' if up else 'down'}", rtnl.set_link(index, up=up))
 
     def set_master(self, index: int, master: int) -> None:
-        self._call("link", "set", index=index, master=master)
+        self._do(f"set link {index} master {master}", rtnl.set_link(index, master=master))
 
     def enslave(self, index: int, master: int) -> None:
         """Down and into the bond in one message: the kernel applies the flags before the master
         (a slave must be down to be enslaved), and the bond brings its new slave up itself."""
-        self._call("link", "set", index=index, master=master, state="down")
+        self._do(f"enslave link {index} to {master}", rtnl.set_link(index, up=False, master=master))
 
     def set_mtu(self, index: int, mtu: int) -> None:
-        self._call("link", "set", index=index, mtu=mtu)
+        self._do(f"set link {index} mtu {mtu}", rtnl.set_link(index, mtu=mtu))
 
     def move(self, index: int, netns_fd: int) -> None:
-        self._call("link", "set", index=index, net_ns_fd=netns_fd)
+        self._do(f"move link {index} to another netns", rtnl.set_link(index, netns_fd=netns_fd))
 
     def add_address(self, index: int, cidr: str) -> None:
-        iface = ipaddress.ip_interface(cidr)
-        extra = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
-        self._call(
-            "addr",
-            "add",
-            index=index,
-            address=str(iface.ip),
-            prefixlen=iface.network.prefixlen,
-            **extra,
-        )
+        self._do(f"add address {cidr} to link {index}", rtnl.new_address(index, cidr))
 
     def addresses(self, index: int) -> set[str]:
         found = set()
-        for msg in self._call("addr", "dump", index=index):
-            found.add(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
-        return {str(ipaddress.ip_interface(a)) for a in found}
+        for kind, payload in self._do("dump addresses", rtnl.dump_addresses()):
+            address = rtnl.decode_address(payload) if kind == rtnl.RTM_NEWADDR else None
+            if address is not None and address[0] == index:
+                found.add(address[1])
+        return found
 
     def add_route(self, index: int, route: Mapping[str, Any], gateway: str | None) -> None:
-        dst = ipaddress.ip_network(route["dst"], strict=False)
-        attrs: dict[str, Any] = {"dst": str(dst), "oif": index}
-        if gateway:
-            attrs["gateway"] = gateway
-        for key, attr in (("priority", "priority"), ("table", "table"), ("mtu", "mtu")):
-            if route.get(key):
-                attrs[attr] = route[key]
-        if "scope" in route:
-            attrs["scope"] = route["scope"]
-        self._call("route", "add", **attrs)
+        what = f"add route {route.get('dst')} via {gateway or 'link'} on link {index}"
+        self._do(what, rtnl.new_route(index, route, gateway))
 
 
 def _netlink_socket_in(path: str) -> int:
@@ -217,7 +153,6 @@ def _netlink_socket_in(path: str) -> int:
     enters the netns, makes the socket and comes back. Never creates a namespace (O_RDONLY open).
     """
     import ctypes  # noqa: PLC0415
-    import socket  # noqa: PLC0415
 
     libc = ctypes.CDLL(None, use_errno=True)
     target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -227,7 +162,7 @@ def _netlink_socket_in(path: str) -> int:
             err = ctypes.get_errno()
             raise OSError(err, f"setns {path}: {os.strerror(err)}")
         try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
         finally:
             if libc.setns(home, _CLONE_NEWNET) != 0:  # stuck in the pod's netns: must not go on
                 os.abort()
