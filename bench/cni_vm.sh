@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs inside the benchmark VM (bench/cni.py): N timed ADD+DEL rounds of bin/bond and of Debian's
-# Go `vlan` plugin, both with host-local IPAM, then N timed VERSION calls of each.
+# Runs inside the benchmark VM (bench/cni.py): N timed ADD+DEL rounds of bin/bond through its warm
+# helper ("helper"), of bin/bond in process ("bond", BOND_CNI_HELPER=off) and of Debian's Go `vlan`
+# plugin, all with host-local IPAM, then N timed VERSION calls of each.
 # Times come from bash's $EPOCHREALTIME (no process is started to read the clock: each exec costs
 # tens of milliseconds under TCG). Prints `time <plugin> <command> <microseconds>` lines.
 set -euo pipefail
@@ -10,7 +11,9 @@ repo=$PWD
 
 bond_ns=bench-bond vlan_ns=bench-vlan master=bench-master
 state=$(mktemp -d /tmp/bench-cni.XXXXXX)
+helper_pid=
 cleanup() {
+  [ -z "$helper_pid" ] || kill "$helper_pid" 2>/dev/null || true
   ip netns del "$bond_ns" 2>/dev/null || true
   ip netns del "$vlan_ns" 2>/dev/null || true
   ip link del "$master" 2>/dev/null || true
@@ -47,11 +50,26 @@ cat >"$state/vlan.json" <<CONF
  "ipam": {"type": "host-local", "subnet": "198.51.100.0/24", "dataDir": "$state/ipam-vlan"}}
 CONF
 
-# cni <plugin> <command> <netns> <ifname> <round>: run one command (the caller's $binary), output
-# to a file, not captured with $(...): a subshell is one more fork inside the timed span.
+# The helper, started once like the node's DaemonSet would; its socket appears once it is warm.
+sock=$state/helper.sock
+"$state/bin/bond" serve --socket "$sock" --log-level DEBUG 2>"$state/helper.log" &
+helper_pid=$!
+for ((i = 0; i < 3000; i++)); do
+  [ -S "$sock" ] && break
+  kill -0 "$helper_pid" 2>/dev/null || { cat "$state/helper.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -S "$sock" ] || { echo "bench: the helper did not start in 300 s" >&2; exit 1; }
+echo "bench: $(grep -o 'serving on.*' "$state/helper.log")"
+
+# cni <plugin> <command> <netns> <ifname> <round>: run one command (the caller's $binary and
+# $helper mode), output to a file, not captured with $(...): a subshell is one more fork inside
+# the timed span.
 cni() {
-  if ! CNI_COMMAND=$2 CNI_CONTAINERID=bench-$5 CNI_NETNS=/run/netns/$3 CNI_IFNAME=$4 \
-    CNI_PATH="$state/bin" "$binary" <"$state/$1.json" >"$state/out" 2>&1; then
+  local conf=$1
+  [ "$1" = helper ] && conf=bond
+  if ! BOND_CNI_HELPER=$helper BOND_CNI_HELPER_SOCKET=$sock CNI_COMMAND=$2 CNI_CONTAINERID=bench-$5 CNI_NETNS=/run/netns/$3 CNI_IFNAME=$4 \
+    CNI_PATH="$state/bin" "$binary" <"$state/$conf.json" >"$state/out" 2>&1; then
     echo "bench: $1 $2 failed: $(cat "$state/out")" >&2
     exit 1
   fi
@@ -59,7 +77,8 @@ cni() {
 
 # round <plugin> <binary> <netns> <ifname> <i>: one timed ADD then DEL.
 round() {
-  local t0 t1 t2 binary=$2
+  local t0 t1 t2 binary=$2 helper=off
+  [ "$1" = helper ] && helper=on
   t0=${EPOCHREALTIME/./}
   cni "$1" ADD "$3" "$4" "$5"
   t1=${EPOCHREALTIME/./}
@@ -71,9 +90,10 @@ round() {
 
 # version <plugin> <binary>: one timed VERSION.
 version() {
-  local t0 t1
+  local t0 t1 helper=off
+  [ "$1" = helper ] && helper=on
   t0=${EPOCHREALTIME/./}
-  CNI_COMMAND=VERSION "$2" </dev/null >/dev/null
+  BOND_CNI_HELPER=$helper BOND_CNI_HELPER_SOCKET=$sock CNI_COMMAND=VERSION "$2" </dev/null >/dev/null
   t1=${EPOCHREALTIME/./}
   echo "time $1 VERSION $((t1 - t0))"
 }
@@ -82,14 +102,21 @@ bond=("$state/bin/bond" "$bond_ns" bond0)
 vlan=("$state/bin/vlan" "$vlan_ns" vlan0)
 # One untimed warm-up round each, then the plugins alternate, so that a burst of load on the
 # shared host falls on both rather than on whichever ran at the time.
+round helper "${bond[@]}" 0 >/dev/null
 round bond "${bond[@]}" 0 >/dev/null
 round vlan "${vlan[@]}" 0 >/dev/null
 for ((i = 1; i <= n; i++)); do
+  round helper "${bond[@]}" "$i"
   round bond "${bond[@]}" "$i"
   round vlan "${vlan[@]}" "$i"
 done
 for ((i = 1; i <= n; i++)); do
+  version helper "${bond[0]}"
   version bond "${bond[0]}"
   version vlan "${vlan[0]}"
 done
+served=$(grep -c ': exit 0 in' "$state/helper.log" || true)
+lazy=$(grep -c 'imported after preload' "$state/helper.log" || true)
+echo "bench: the helper answered $served requests; $lazy of them imported a module after preload"
+grep 'imported after preload' "$state/helper.log" | head -3 || true
 echo "bench: done"
