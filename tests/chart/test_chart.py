@@ -390,26 +390,17 @@ def test_the_helper_runs_beside_an_install_only_init_container(default: list[Ren
 
 
 @pytest.mark.parametrize(
-    ("values", "sets", "bond", "socket"),
+    ("values", "sets", "bond"),
     [
-        (
-            CHART / "ci" / "failurepolicy-ignore-values.yaml",
-            (),
-            "/var/lib/cni/bin/bond",
-            "/run/bond-cni/helper.sock",
-        ),
-        (
-            None,
-            ("cniInstaller.hostBinDir=/usr/libexec/cni/", "cniInstaller.helper.socket=/run/b.sock"),
-            "/usr/libexec/cni/bond",
-            "/run/b.sock",
-        ),
+        (CHART / "ci" / "failurepolicy-ignore-values.yaml", (), "/var/lib/cni/bin/bond"),
+        (None, ("cniInstaller.hostBinDir=/usr/libexec/cni/",), "/usr/libexec/cni/bond"),
     ],
-    ids=["ci-host-bin-dir", "trailing-slash-and-socket"],
+    ids=["ci-host-bin-dir", "trailing-slash"],
 )
 def test_the_helper_runs_the_nodes_copy_at_host_bin_dir_on_the_socket(
-    values: Path | None, sets: tuple[str, ...], bond: str, socket: str
+    values: Path | None, sets: tuple[str, ...], bond: str
 ) -> None:
+    socket = "/run/bond-cni/helper.sock"  # the client's default: the runtime passes no other
     spec = _installer_pod(render(*([values] if values else []), sets=sets))
     (helper,) = spec["containers"]
     assert helper["command"] == [*ON_NODE, bond, "serve", "--socket", socket]
@@ -501,9 +492,7 @@ def test_extra_profiles_sit_beside_the_default() -> None:
         (("webhook.timeoutSeconds=60",), "at '/webhook/timeoutSeconds'"),
         (("certificates.mode=vault",), "at '/certificates/mode'"),
         (("networks.legs.pfA.interface=this-is-too-long",), "/networks/legs/pfA/interface"),
-        (("cniInstaller.helper.socket=run/helper.sock",), "at '/cniInstaller/helper/socket'"),
-        (("cniInstaller.helper.socket=/run/bond-cni/",), "at '/cniInstaller/helper/socket'"),
-        ((f"cniInstaller.helper.socket=/{'s' * 107}",), "at '/cniInstaller/helper/socket'"),
+        (("cniInstaller.helper.socket=/run/b.sock",), "additional properties 'socket' not allowed"),
         (("cniInstaller.helper.bogus=1",), "additional properties 'bogus' not allowed"),
     ],
 )

@@ -161,12 +161,18 @@ volumeMounts:
 
 {{/*
 A command run on the node as its runtime runs the plugin: nsenter into PID 1's mount and network
-namespaces, then the node's installed `bond` with .args. Without --pid, nsenter execs the command
+namespaces, then the node's installed `bond` with .args (and the helper's socket when .socket).
+Without --pid, nsenter execs the command
 in its own place, so the kubelet's SIGTERM reaches the helper itself.
 */}}
 {{- define "bond-injector.cniInstaller.onNode" -}}
+{{- $args := .args }}
+{{- if .socket }}
+{{- /* The client (cni/client/bond.c) asks this path unless the runtime exports another. */}}
+{{- $args = concat .args (list "--socket" "/run/bond-cni/helper.sock") }}
+{{- end }}
 {{- $bond := printf "%s/bond" (trimSuffix "/" .ctx.Values.cniInstaller.hostBinDir) }}
-{{- concat (list "nsenter" "--target" "1" "--mount" "--net" "--" $bond) .args | toJson }}
+{{- concat (list "nsenter" "--target" "1" "--mount" "--net" "--" $bond) $args | toJson }}
 {{- end }}
 
 {{/* `namespace/name` of a NAD the default profile uses, so pods of any namespace find it. */}}
