@@ -2,12 +2,17 @@
 # Runs inside the demo VM: plays the node's part of the seed guide with our plugin.
 # Two veth pairs stand in for the VFs that SR-IOV CNI would have moved into the pod as net1 and
 # net2; their peers sit on a bridge (the switch) with a peer host behind it. bin/bond is then run
-# exactly as Multus runs a CNI plugin: CNI_* in the environment, the network config on stdin.
+# exactly as Multus runs a CNI plugin: CNI_* in the environment, the network config on stdin; it
+# hands each call to the node's warm helper (`bond serve`), as on a node where the chart runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pod=demo-pod sw=demo-switch peer=demo-peer
-cleanup() { for ns in "$pod" "$sw" "$peer"; do ip netns del "$ns" 2>/dev/null || true; done; }
+helper_dir=/tmp/bond-demo-helper helper_pid=
+cleanup() {
+  [ -z "$helper_pid" ] || kill "$helper_pid" 2>/dev/null || true
+  for ns in "$pod" "$sw" "$peer"; do ip netns del "$ns" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 cleanup
 
@@ -43,9 +48,25 @@ EOF
 )
 fi
 cni() {
+  local t0=${EPOCHREALTIME/./} rc=0
   CNI_COMMAND=$1 CNI_CONTAINERID=demo-container CNI_NETNS=/run/netns/$pod CNI_IFNAME=bond0 \
-    CNI_PATH="$PWD/bin:/usr/lib/cni" bin/bond <<<"$conf"
+    CNI_PATH="$PWD/bin:/usr/lib/cni" BOND_CNI_HELPER_SOCKET="$helper_dir/helper.sock" \
+    bin/bond <<<"$conf" || rc=$?
+  echo "($1 took $(((${EPOCHREALTIME/./} - t0) / 1000)) ms)" >&2
+  return "$rc"
 }
+
+say "the node's warm helper (the chart's DaemonSet runs it): bin/bond serve"
+rm -rf "$helper_dir"
+bin/bond serve --socket "$helper_dir/helper.sock" 2>"$helper_dir.log" &
+helper_pid=$!
+deadline=$((SECONDS + 600))  # its one Python start-up reads the bundle over 9p: slow in this VM
+until [ -S "$helper_dir/helper.sock" ]; do
+  kill -0 "$helper_pid" 2>/dev/null || { cat "$helper_dir.log" >&2; exit 1; }
+  ((SECONDS < deadline)) || { echo "the helper did not start in 600 s" >&2; exit 1; }
+  sleep 0.5
+done
+grep -o 'serving on.*' "$helper_dir.log"
 
 say "CNI ADD (what Multus runs after SR-IOV CNI): the result"
 result=$(cni ADD)
@@ -76,3 +97,5 @@ say "CNI DEL: the bond is gone, the VFs are back as plain links, the lease is re
 cni DEL
 ip -n "$pod" -br link
 echo "leases left: $(find "$state" -type f -name '192.*' | wc -l)"
+say "the helper's log: each call above, answered by a child of the warm process"
+grep -E ': (ADD|CHECK|DEL) ' "$helper_dir.log"
