@@ -215,6 +215,10 @@ def serve(path: str, max_children: int = 64, request_timeout: float = 300.0) -> 
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
+            except OSError as exc:  # e.g. out of file descriptors: callers run in process
+                log.warning("accept failed: %s", exc)
+                time.sleep(0.1)
+                continue
             pid, uid = _peer(conn)
             if uid not in (0, os.geteuid()):
                 log.warning("refused pid %d: uid %d is neither root nor %d", pid, uid, os.geteuid())
@@ -225,7 +229,12 @@ def serve(path: str, max_children: int = 64, request_timeout: float = 300.0) -> 
                 )
                 conn.close()
             else:
-                child = os.fork()
+                try:
+                    child = os.fork()
+                except OSError as exc:  # out of processes or memory: this caller runs in process
+                    log.warning("fork failed: %s: pid %d runs in process", exc, pid)
+                    conn.close()
+                    continue
                 if child == 0:
                     _child(listener, conn, pid, request_timeout)
                 children.add(child)
