@@ -149,8 +149,8 @@ class Netns:
 def _netlink_socket_in(path: str) -> int:
     """A NETLINK_ROUTE socket created inside the netns at `path`; returns its fd.
 
-    Instead of IPRoute(netns=path, flags=0), which forks a helper child per socket: this thread
-    enters the netns, makes the socket and comes back. Never creates a namespace (O_RDONLY open).
+    This thread enters the netns, makes the socket and comes back (a netlink socket stays in the
+    netns it was made in). Never creates a namespace (O_RDONLY open).
     """
     import ctypes  # noqa: PLC0415
 
@@ -175,7 +175,8 @@ def _netlink_socket_in(path: str) -> int:
 def lean_import() -> None:
     """Skip pyroute2/__init__, which imports every pyroute2 API (NDB, conntrack, IPDB...).
 
-    For the plugin process only (cni.main.main): ~90 ms of a ~300 ms start-up. The package's
+    For the plugin process only (cni.main.main), which needs pyroute2 only to read VF facts from
+    a PF (cni.hostdev): its __init__ is ~90 ms of the import. The package's
     submodules load as usual from the same path; a process that also wants `from pyroute2 import
     X` (a test run, another tool) must not call this.
     """
