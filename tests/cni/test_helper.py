@@ -197,6 +197,12 @@ def test_client_distrusts_a_helper_of_another_user(shared_dir: Path) -> None:
         assert foreign.served("VERSION") == 0
 
 
+def _bond(command: str, socket_path: str) -> subprocess.CompletedProcess[str]:
+    """`bin/bond serve|probe --socket PATH`, for what it prints and its exit code."""
+    argv = [str(BOND), command, "--socket", socket_path]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_socket_is_private_and_removed_on_sigterm(tmp_path: Path) -> None:
     with running_helper(tmp_path / "run" / "helper.sock") as running:
         assert running.socket.stat().st_mode & 0o777 == 0o600
@@ -207,42 +213,18 @@ def test_socket_is_private_and_removed_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_second_helper_and_non_socket_are_refused(helper: Helper, tmp_path: Path) -> None:
-    second = subprocess.run(
-        [str(BOND), "serve", "--socket", str(helper.socket)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    second = _bond("serve", str(helper.socket))
     assert second.returncode == 2
     assert f"another helper already answers at {helper.socket}" in second.stderr
     plain = tmp_path / "plain"
     plain.write_text("keep me")
-    refused = subprocess.run(
-        [str(BOND), "serve", "--socket", str(plain)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    refused = _bond("serve", str(plain))
     assert refused.returncode == 2 and "is not a socket" in refused.stderr
     assert plain.read_text() == "keep me"
 
 
 def test_probe(helper: Helper, tmp_path: Path) -> None:
-    ok = subprocess.run(
-        [str(BOND), "probe", "--socket", str(helper.socket)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    ok = _bond("probe", str(helper.socket))
     assert ok.returncode == 0 and "1.1.0" in ok.stdout
-    absent = subprocess.run(
-        [str(BOND), "probe", "--socket", str(tmp_path / "none.sock")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    absent = _bond("probe", str(tmp_path / "none.sock"))
     assert absent.returncode == 1 and "no answer" in absent.stderr
