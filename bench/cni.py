@@ -53,6 +53,10 @@ def _host_helper() -> Iterator[Path]:
             poll(lambda: sock.exists() or proc.poll() is not None, timeout=60, what="helper")
             if proc.poll() is not None:
                 raise RuntimeError(f"bin/bond serve exited {proc.returncode}")
+            # bin/bond execs bond-plugin in place, so this pid is the helper's own process.
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+            print(f"  host helper resident memory: {int(rss) / 1024:.1f} MiB (one process a node)")
             yield sock
         finally:
             proc.terminate()
