@@ -1,10 +1,12 @@
 """The warm per-node helper: the plugin preloaded once, a forked child per request.
 
 A Python plugin exec'd per pod attachment pays for its interpreter and pyroute2 every time
-(~75 ms on a host, seconds in a TCG VM). `bond serve` pays once; the client `bond`
+(~120 ms on a host, seconds in a TCG VM). `bond serve` pays once; the client `bond`
 (cni/client/bond.c) sends it each invocation's environment and stdin over a unix socket, a child
 forked from the warm process runs cni.main.main() on them, exactly as the plugin would in
-process, and the answer goes back. Without a helper the client runs the plugin in process.
+process, and the answer goes back. Children are forked ahead (`--spares`) and run the plugin
+once idle, so a caller waits for neither a fork nor the first copy-on-write faults. Without a
+helper the client runs the plugin in process.
 
 The helper must run in the mount and network namespaces of the runtime that calls the plugin
 (the node's): the child opens CNI_NETNS paths, execs IPAM plugins from CNI_PATH and writes
@@ -26,6 +28,7 @@ import stat
 import struct
 import sys
 import time
+from dataclasses import dataclass
 from typing import NoReturn
 
 from cni import wire
@@ -136,12 +139,9 @@ def run_request(request: wire.Request) -> wire.Response:
         sys.stdin, sys.stdout, sys.stderr = saved
 
 
-def _child(listener: socket.socket, conn: socket.socket, peer: int, timeout: float) -> NoReturn:
+def _child(conn: socket.socket, peer: int, timeout: float) -> NoReturn:
     status = 1
     try:
-        listener.close()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.alarm(max(1, round(timeout)))  # a stuck request ends; its client runs in process
         conn.settimeout(timeout)
         started = time.monotonic()
@@ -168,21 +168,113 @@ def _child(listener: socket.socket, conn: socket.socket, peer: int, timeout: flo
         os._exit(status)
 
 
-def _reap(children: set[int]) -> None:
-    while children:
+def _spare(line: socket.socket, timeout: float, warm: bool) -> NoReturn:
+    """A child: wait for the helper to pass it a connection, then serve that one."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if warm:
+        # Copy-on-write: the first run through the plugin copies the pages it writes. A child
+        # forked ahead does that idle, not on a caller's clock (then drops that run's logging).
+        run_request(wire.Request({"CNI_COMMAND": "VERSION"}, b""))
+        logging.getLogger("cni").handlers.clear()
+    try:
+        message, fds, _flags, _addr = socket.recv_fds(line, 16, 1)
+    except OSError:
+        os._exit(0)
+    line.close()
+    if not fds or len(message) != 4:  # the helper is stopping, or gone: nothing to serve
+        os._exit(0)
+    (peer,) = struct.unpack("=i", message)
+    _child(socket.socket(fileno=fds[0]), peer, timeout)
+
+
+@dataclass
+class _Spare:
+    pid: int
+    line: socket.socket  # the helper's end of the socket pair a connection is passed over
+
+
+class _Pool:
+    """The helper's children. `spares` of them are forked ahead of requests and wait idle; a
+    connection goes to one of those (its fd passed with SCM_RIGHTS), so no caller waits for a
+    fork, and the pool is topped up after each hand-off. At most `max_children` in all."""
+
+    def __init__(
+        self, listener: socket.socket, spares: int, max_children: int, timeout: float
+    ) -> None:
+        self._listener = listener
+        self._spares = spares
+        self._max = max_children
+        self._timeout = timeout
+        self.idle: list[_Spare] = []
+        self.children: set[int] = set()
+
+    def _spawn(self, warm: bool) -> _Spare:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            children.clear()
-            return
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:
-            return
-        children.discard(pid)
-        if os.WIFSIGNALED(status):
-            log.warning("request child %d killed by signal %d", pid, os.WTERMSIG(status))
+            ours.close()
+            self._listener.close()
+            for spare in self.idle:  # or an idle sibling never sees the helper hang up
+                spare.line.close()
+            _spare(theirs, self._timeout, warm)
+        theirs.close()
+        self.children.add(pid)
+        return _Spare(pid, ours)
+
+    def top_up(self) -> None:
+        while len(self.idle) < self._spares and len(self.children) < self._max:
+            try:
+                self.idle.append(self._spawn(warm=True))
+            except OSError as exc:
+                log.warning("cannot fork a spare child: %s", exc)
+                return
+
+    def hand(self, conn: socket.socket, peer: int) -> bool:
+        """Pass `conn` to an idle child, or to one forked now; False when at max_children."""
+        if self.idle:
+            spare = self.idle.pop(0)
+        elif len(self.children) >= self._max:
+            return False
+        else:
+            spare = self._spawn(warm=False)  # a caller is waiting: no warm-up
+        try:
+            socket.send_fds(spare.line, [struct.pack("=i", peer)], [conn.fileno()])
+        finally:
+            spare.line.close()
+        return True
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            for spare in [s for s in self.idle if s.pid == pid]:
+                spare.line.close()
+                self.idle.remove(spare)
+            if os.WIFSIGNALED(status):
+                log.warning("child %d killed by signal %d", pid, os.WTERMSIG(status))
+
+    def close_idle(self) -> None:
+        """Idle children see the helper hang up and exit; busy ones finish their request."""
+        for spare in self.idle:
+            spare.line.close()
+        self.idle.clear()
 
 
-def serve(path: str, max_children: int = 64, request_timeout: float = 300.0) -> int:
+def serve(
+    path: str, max_children: int = 64, request_timeout: float = 300.0, spares: int = 2
+) -> int:
     """Serve until SIGTERM or SIGINT; then remove the socket and let requests in flight finish."""
     started = time.monotonic()
     preload()
@@ -198,57 +290,58 @@ def serve(path: str, max_children: int = 64, request_timeout: float = 300.0) -> 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     listener.settimeout(0.5)
-    children: set[int] = set()
     gc.collect()
     gc.freeze()  # children share the preloaded heap instead of copying it on the first collection
+    pool = _Pool(listener, spares, max_children, request_timeout)
+    pool.top_up()
     log.info(
-        "serving on %s: pid %d, %d modules preloaded in %.0f ms",
+        "serving on %s: pid %d, %d modules preloaded in %.0f ms, %d spare children",
         path,
         os.getpid(),
         len(sys.modules),
         (time.monotonic() - started) * 1000,
+        len(pool.idle),
     )
     try:
         while not stopping:
-            _reap(children)
+            pool.reap()
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
+                pool.top_up()
                 continue
             except OSError as exc:  # e.g. out of file descriptors: callers run in process
                 log.warning("accept failed: %s", exc)
                 time.sleep(0.1)
                 continue
-            pid, uid = _peer(conn)
-            if uid not in (0, os.geteuid()):
-                log.warning("refused pid %d: uid %d is neither root nor %d", pid, uid, os.geteuid())
-                conn.close()
-            elif len(children) >= max_children:
-                log.warning(
-                    "busy (%d requests in flight): pid %d runs in process", max_children, pid
-                )
-                conn.close()
-            else:
-                try:
-                    child = os.fork()
-                except OSError as exc:  # out of processes or memory: this caller runs in process
-                    log.warning("fork failed: %s: pid %d runs in process", exc, pid)
-                    conn.close()
+            with conn:
+                pid, uid = _peer(conn)
+                if uid not in (0, os.geteuid()):
+                    log.warning(
+                        "refused pid %d: uid %d is neither root nor %d", pid, uid, os.geteuid()
+                    )
                     continue
-                if child == 0:
-                    _child(listener, conn, pid, request_timeout)
-                children.add(child)
-                conn.close()
+                try:
+                    if not pool.hand(conn, pid):
+                        log.warning(
+                            "busy (%d requests in flight): pid %d runs in process",
+                            max_children,
+                            pid,
+                        )
+                except OSError as exc:  # out of processes or memory: this caller runs in process
+                    log.warning("no child for pid %d (%s): it runs in process", pid, exc)
+            pool.top_up()
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == inode:  # never remove a successor's socket
                 os.unlink(path)
+        pool.close_idle()
         deadline = time.monotonic() + request_timeout
-        while children and time.monotonic() < deadline:
-            _reap(children)
+        while pool.children and time.monotonic() < deadline:
+            pool.reap()
             time.sleep(0.05)
-        log.info("stopped, %d requests unfinished", len(children))
+        log.info("stopped, %d requests unfinished", len(pool.children))
     return 0
 
 
@@ -283,6 +376,7 @@ def cli(argv: list[str]) -> int:
     serve_cmd.add_argument("--socket", default=default, help=f"(default {default})")
     serve_cmd.add_argument("--max-children", type=int, default=64, help="requests in flight")
     serve_cmd.add_argument("--request-timeout", type=float, default=300.0, help="seconds")
+    serve_cmd.add_argument("--spares", type=int, default=2, help="children forked ahead")
     serve_cmd.add_argument("--log-level", default="INFO", help="DEBUG lists lazy imports")
     probe_cmd = commands.add_parser("probe", help="exit 0 when a helper answers")
     probe_cmd.add_argument("--socket", default=default, help=f"(default {default})")
@@ -295,10 +389,10 @@ def cli(argv: list[str]) -> int:
     log.addHandler(handler)
     log.setLevel(args.log_level.upper())
     log.propagate = False
-    if args.max_children < 0:
-        parser.error("--max-children must be 0 or more")
+    if args.max_children < 0 or args.spares < 0:
+        parser.error("--max-children and --spares must be 0 or more")
     try:
-        return serve(args.socket, args.max_children, args.request_timeout)
+        return serve(args.socket, args.max_children, args.request_timeout, args.spares)
     except HelperError as exc:
         log.error("%s", exc)
         return 2

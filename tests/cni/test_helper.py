@@ -24,6 +24,7 @@ import pytest
 from cni import wire
 from tests.cni.conftest import bond_config, require
 from tests.cni.helper_rig import BOND, Helper, call, running_helper
+from tests.rigs.cluster_procs import poll
 
 ENV = {
     "CNI_CONTAINERID": "c1",
@@ -203,13 +204,43 @@ def _bond(command: str, socket_path: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
 
+def _processes_of(sock: Path) -> list[int]:
+    """Pids whose command line names `sock`: the helper and its children (forks share it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(sock).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
 def test_socket_is_private_and_removed_on_sigterm(tmp_path: Path) -> None:
     with running_helper(tmp_path / "run" / "helper.sock") as running:
         assert running.socket.stat().st_mode & 0o777 == 0o600
         assert running.socket.parent.stat().st_mode & 0o777 == 0o700
+        assert "2 spare children" in running.log()
+        assert len(_processes_of(running.socket)) == 3  # the helper and its two idle spares
         assert running.stop() == 0
         assert not running.socket.exists()
         assert "stopping" in running.log()
+        poll(lambda: not _processes_of(running.socket), timeout=10, what="the spares to exit")
+
+
+def test_spares_exit_when_the_helper_is_killed(tmp_path: Path) -> None:
+    with running_helper(tmp_path / "run" / "helper.sock") as running:
+        running.proc.kill()  # no SIGTERM handler runs: the spares only see the line go dead
+        running.proc.wait(10)
+        poll(lambda: not _processes_of(running.socket), timeout=10, what="the spares to exit")
+
+
+def test_without_spares_each_call_gets_a_child_forked_for_it(tmp_path: Path) -> None:
+    with running_helper(tmp_path / "run" / "helper.sock", "--spares", "0") as running:
+        assert _processes_of(running.socket) == [running.proc.pid]
+        for command, stdin, env in [c[1:] for c in CASES[:4]]:
+            assert call(command, stdin, env, socket=running.socket) == call(command, stdin, env)
+        assert running.served("VERSION") == 2 and running.served("ADD") == 2
 
 
 def test_second_helper_and_non_socket_are_refused(helper: Helper, tmp_path: Path) -> None:
