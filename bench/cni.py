@@ -12,6 +12,7 @@ the chart deploys) and in process (BOND_CNI_HELPER=off, what a node without the 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -64,38 +65,91 @@ def _host_helper() -> Iterator[Path]:
 
 
 def _host_version(iterations: int) -> list[Comparison]:
-    """VERSION on the host: start-up alone, without 9p or TCG in the way."""
-    peer = median(_version_times(GO_VLAN, iterations, {}))
-    alone = median(_version_times(BOND, iterations, {"BOND_CNI_HELPER": "off"}))
-    with _host_helper() as sock:
-        warm = median(_version_times(BOND, iterations, {"BOND_CNI_HELPER_SOCKET": str(sock)}))
+    """On the host, without 9p or TCG in the way: VERSION (start-up and hand-over alone), and a
+    DEL with nothing to tear down in its netns but a host-local lease (no bonding module here,
+    so no ADD: this is the one real-hardware figure that includes netlink and IPAM)."""
+    with tempfile.TemporaryDirectory(prefix="bench-host-") as tmp, _netns("bench-host-del") as ns:
+        ipam = {"type": "host-local", "subnet": "192.0.2.0/24", "dataDir": f"{tmp}/ipam"}
+        confs = {
+            "bond": {
+                "cniVersion": "1.0.0",
+                "name": "hb",
+                "type": "bond",
+                "ipam": ipam,
+                "links": [{"name": "net1"}, {"name": "net2"}],
+            },
+            "vlan": {
+                "cniVersion": "1.0.0",
+                "name": "hv",
+                "type": "vlan",
+                "master": "lo",
+                "vlanId": 100,
+                "ipam": ipam,
+            },
+        }
+        for name, conf in confs.items():
+            Path(tmp, f"{name}.json").write_text(json.dumps(conf))
+        dels = {
+            "CNI_CONTAINERID": "bench",
+            "CNI_NETNS": f"/run/netns/{ns}",
+            "CNI_IFNAME": "eth9",
+            "CNI_PATH": "/usr/lib/cni",
+        }
+        off = {"BOND_CNI_HELPER": "off"}
+        peer = median(_times(GO_VLAN, iterations, {}, "VERSION", "/dev/null"))
+        peer_del = median(_times(GO_VLAN, iterations, dels, "DEL", f"{tmp}/vlan.json"))
+        alone = median(_times(BOND, iterations, off, "VERSION", "/dev/null"))
+        alone_del = median(_times(BOND, iterations, {**dels, **off}, "DEL", f"{tmp}/bond.json"))
+        with _host_helper() as sock:
+            via = {"BOND_CNI_HELPER_SOCKET": str(sock)}
+            warm = median(_times(BOND, iterations, via, "VERSION", "/dev/null"))
+            warm_del = median(_times(BOND, iterations, {**dels, **via}, "DEL", f"{tmp}/bond.json"))
     print(
         f"  host VERSION: bin/bond through its helper {warm:.1f} ms, in process {alone:.1f} ms, "
-        f"Go vlan {peer:.1f} ms (medians)"
+        f"Go vlan {peer:.1f} ms (medians)\n"
+        f"  host DEL (nothing to tear down, host-local release): through the helper "
+        f"{warm_del:.1f} ms, in process {alone_del:.1f} ms, Go vlan {peer_del:.1f} ms (medians)"
     )
+
+    def row(what: str, ours: float, theirs: float) -> Comparison:
+        return Comparison(what, ours, theirs, "ms", PEER, "lower")
+
     return [
-        Comparison("CNI VERSION through the helper (host)", warm, peer, "ms", PEER, "lower"),
-        Comparison("CNI VERSION in process (host)", alone, peer, "ms", PEER, "lower"),
+        row("CNI VERSION through the helper (host)", warm, peer),
+        row("CNI DEL through the helper (host)", warm_del, peer_del),
+        row("CNI VERSION in process (host)", alone, peer),
+        row("CNI DEL in process (host)", alone_del, peer_del),
     ]
+
+
+@contextmanager
+def _netns(name: str) -> Iterator[str]:
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 # The same clock as in the VM (bash's $EPOCHREALTIME around one exec), so that the spawn cost of
 # the timing harness is bash's fork+exec in both places, not Python's subprocess.
-_VERSION_LOOP = """
-CNI_COMMAND=VERSION "$1" </dev/null >/dev/null
+_LOOP = """
+CNI_COMMAND=$3 "$1" <"$4" >/dev/null
 for ((i = 0; i < $2; i++)); do
   t0=${EPOCHREALTIME/./}
-  CNI_COMMAND=VERSION "$1" </dev/null >/dev/null
+  CNI_COMMAND=$3 "$1" <"$4" >/dev/null || exit 1
   t1=${EPOCHREALTIME/./}
   echo $((t1 - t0))
 done
 """
 
 
-def _version_times(binary: Path, iterations: int, env: Mapping[str, str]) -> list[float]:
-    """Milliseconds of 2N VERSION calls after one untimed call (cheap here: twice the VM's N)."""
+def _times(
+    binary: Path, iterations: int, env: Mapping[str, str], command: str, stdin: str
+) -> list[float]:
+    """Milliseconds of 2N calls after one untimed call (cheap here: twice the VM's N)."""
     done = subprocess.run(
-        ["bash", "-c", _VERSION_LOOP, "bench", str(binary), str(2 * iterations)],
+        ["bash", "-c", _LOOP, "bench", str(binary), str(2 * iterations), command, stdin],
         capture_output=True,
         text=True,
         check=True,
