@@ -120,13 +120,18 @@ def _read_to_eof(conn: socket.socket, limit: int) -> bytes:
 
 
 def run_request(request: wire.Request) -> wire.Response:
-    """cni.main.main() on one request's environment and stdin, its output captured (child only)."""
+    """cni.main.main() on one request's environment and stdin, its output captured (child only).
+
+    The plugin's logging is left as found: main() binds its handlers to this request's stderr
+    (and logFile), which must not catch the next request run in the same process."""
     from cni import main as plugin  # noqa: PLC0415
 
     os.environ.clear()
     os.environ.update(request.env)
     out, err = io.BytesIO(), io.BytesIO()
     saved = sys.stdin, sys.stdout, sys.stderr
+    plugin_log = logging.getLogger("cni")
+    handlers, level = list(plugin_log.handlers), plugin_log.level
     sys.stdin = io.TextIOWrapper(io.BytesIO(request.stdin), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
     sys.stderr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
@@ -137,6 +142,11 @@ def run_request(request: wire.Request) -> wire.Response:
         return wire.Response(code, out.getvalue(), err.getvalue())
     finally:
         sys.stdin, sys.stdout, sys.stderr = saved
+        for handler in plugin_log.handlers:
+            if handler not in handlers:
+                handler.close()
+        plugin_log.handlers[:] = handlers
+        plugin_log.setLevel(level)
 
 
 def _child(conn: socket.socket, peer: int, timeout: float) -> NoReturn:
@@ -174,9 +184,8 @@ def _spare(line: socket.socket, timeout: float, warm: bool) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if warm:
         # Copy-on-write: the first run through the plugin copies the pages it writes. A child
-        # forked ahead does that idle, not on a caller's clock (then drops that run's logging).
+        # forked ahead does that idle, not on a caller's clock.
         run_request(wire.Request({"CNI_COMMAND": "VERSION"}, b""))
-        logging.getLogger("cni").handlers.clear()
     try:
         message, fds, _flags, _addr = socket.recv_fds(line, 16, 1)
     except OSError:

@@ -259,3 +259,19 @@ def test_probe(helper: Helper, tmp_path: Path) -> None:
     assert ok.returncode == 0 and "1.1.0" in ok.stdout
     absent = _bond("probe", str(tmp_path / "none.sock"))
     assert absent.returncode == 1 and "no answer" in absent.stderr
+
+
+def test_requests_run_in_one_process_each_get_their_own_logs() -> None:
+    """A spare runs the plugin once idle, then for its caller: the second run's errors must land
+    on the second run's stderr, not on the first's."""
+    from cni.helper import run_request  # noqa: PLC0415 - in this process, not the built bundle
+
+    environ = dict(os.environ)
+    try:
+        bad = wire.Request({**ENV, "CNI_COMMAND": "ADD"}, b"{oops")
+        first, second = run_request(bad), run_request(bad)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+    assert first == second
+    assert second.code == 1 and b"bond-cni ERROR ADD failed: code 6" in second.stderr
