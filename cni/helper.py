@@ -155,7 +155,8 @@ def _child(conn: socket.socket, peer: int, timeout: float) -> NoReturn:
         signal.alarm(max(1, round(timeout)))  # a stuck request ends; its client runs in process
         conn.settimeout(timeout)
         started = time.monotonic()
-        before = set(sys.modules)
+        # Diagnostics only: a set of ~300 module names per request, when someone asks.
+        before = set(sys.modules) if log.isEnabledFor(logging.DEBUG) else None
         request = wire.decode_request(_read_to_eof(conn, wire.MAX_REQUEST))
         response = run_request(request)
         conn.sendall(wire.encode_response(response))
@@ -168,7 +169,7 @@ def _child(conn: socket.socket, peer: int, timeout: float) -> NoReturn:
             response.code,
             (time.monotonic() - started) * 1000,
         )
-        lazy = sorted(set(sys.modules) - before)
+        lazy = sorted(set(sys.modules) - before) if before is not None else []
         if lazy:
             log.debug("pid %d: imported after preload: %s", peer, " ".join(lazy))
         status = 0
