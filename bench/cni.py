@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.report import Comparison, median
-from tests.rigs.cluster_procs import poll
+from tests.cni.helper_rig import running_helper
 from tests.rigs.vm import run_in_vm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,24 +44,17 @@ def run(iterations: int) -> list[Comparison]:
 
 @contextmanager
 def _host_helper() -> Iterator[Path]:
-    """`bin/bond serve` on a private socket of this host, warm before it is yielded."""
-    with tempfile.TemporaryDirectory(prefix="bench-helper-") as tmp:
-        sock = Path(tmp) / "run" / "helper.sock"
-        proc = subprocess.Popen(
-            [str(BOND), "serve", "--socket", str(sock)], stderr=subprocess.DEVNULL
-        )
-        try:
-            poll(lambda: sock.exists() or proc.poll() is not None, timeout=60, what="helper")
-            if proc.poll() is not None:
-                raise RuntimeError(f"bin/bond serve exited {proc.returncode}")
-            # bin/bond execs bond-plugin in place, so this pid is the helper's own process.
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
-            print(f"  host helper resident memory: {int(rss) / 1024:.1f} MiB (one process a node)")
-            yield sock
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    """`bin/bond serve` on a private socket of this host (at the default log level), warm before
+    it is yielded; the tests' own rig starts and stops it."""
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-helper-") as tmp,
+        running_helper(Path(tmp) / "run" / "helper.sock", "--log-level", "INFO") as helper,
+    ):
+        # bin/bond execs bond-plugin in place, so this pid is the helper's own process.
+        status = Path(f"/proc/{helper.proc.pid}/status").read_text()
+        rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+        print(f"  host helper resident memory: {int(rss) / 1024:.1f} MiB (one process a node)")
+        yield helper.socket
 
 
 def _host_version(iterations: int) -> list[Comparison]:
