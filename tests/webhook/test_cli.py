@@ -92,13 +92,20 @@ def _ready(port: int, ctx: ssl.SSLContext) -> bool:
         return False
 
 
-def test_serve_drains_an_in_flight_request_on_sigterm(tmp_path: Path) -> None:
+def _serve(tmp_path: Path, *extra: str) -> tuple[list[str], ssl.SSLContext, int]:
+    """`serve` on a free loopback port with a fresh CA's certificate: its argv, a client context
+    trusting that CA, and the port."""
     ca = CA("ca")
     cert, key = ca.issue("localhost").write(tmp_path, "tls")
     ctx = client_context(ca.write(tmp_path / "ca.crt"))
     port = free_port()
     args = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--tls-cert", str(cert),
-            "--tls-key", str(key), "--profiles", PROFILES, "--nads", NADS]  # fmt: skip
+            "--tls-key", str(key), "--profiles", PROFILES, "--nads", NADS, *extra]  # fmt: skip
+    return args, ctx, port
+
+
+def test_serve_drains_an_in_flight_request_on_sigterm(tmp_path: Path) -> None:
+    args, ctx, port = _serve(tmp_path)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         poll(lambda: _ready(port, ctx) or proc.poll() is not None, timeout=30, what="serve")
@@ -164,13 +171,7 @@ def test_certs_subcommand_is_handed_to_the_certs_cli() -> None:
 
 
 def test_serve_with_two_workers(tmp_path: Path) -> None:
-    ca = CA("ca")
-    cert, key = ca.issue("localhost").write(tmp_path, "tls")
-    ctx = client_context(ca.write(tmp_path / "ca.crt"))
-    port = free_port()
-    args = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--tls-cert", str(cert),
-            "--tls-key", str(key), "--profiles", PROFILES, "--nads", NADS,
-            "--workers", "2"]  # fmt: skip
+    args, ctx, port = _serve(tmp_path, "--workers", "2")
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
