@@ -22,10 +22,14 @@ $(VENV)/.stamp: pyproject.toml
 .PHONY: venv
 venv: $(VENV)/.stamp ## create .venv with the package and its dev tools
 
-.PHONY: deps
-deps: venv ## install system packages and build/cache the Go tools (idempotent)
+.PHONY: deps-fast
+deps-fast: venv ## what the fast tier needs: system packages, kubectl and helm, cnitool (idempotent)
 	tools/ensure-apt.sh
 	tools/get-kubectl-helm.sh
+	tools/build-go-tools.sh cnitool
+
+.PHONY: deps
+deps: deps-fast ## deps-fast plus the Go-built control plane and kubelet (idempotent; cold: ~20 min)
 	tools/build-go-tools.sh
 
 .PHONY: lint
@@ -44,7 +48,7 @@ test: deps lint build ## the whole suite: lint, fast tier, kernel tier (one VM),
 	$(PY) -m pytest tests
 
 .PHONY: test-fast
-test-fast: venv ## only the unmarked tier (pure and local-process tests)
+test-fast: deps-fast build ## only the unmarked tier (pure and local-process tests)
 	$(PY) -m pytest tests -m 'not kernel and not cluster and not images'
 
 .PHONY: test-kernel
