@@ -44,12 +44,12 @@ build: venv ## the self-contained CNI executable bin/bond
 	./build.sh
 
 .PHONY: test
-test: deps lint build ## the whole suite: lint, fast tier, kernel tier (one VM), cluster tier
+test: deps node-deps images lint build ## the whole suite: lint, fast tier, kernel tier (one VM), cluster tier
 	$(PY) -m pytest tests
 
 .PHONY: test-fast
 test-fast: deps-fast build ## only the unmarked tier (pure and local-process tests)
-	$(PY) -m pytest tests -m 'not kernel and not cluster and not images'
+	$(PY) -m pytest tests -m 'not kernel and not cluster and not node and not images'
 
 .PHONY: test-kernel
 test-kernel: deps build ## only the kernel tier, inside one VM
@@ -58,6 +58,10 @@ test-kernel: deps build ## only the kernel tier, inside one VM
 .PHONY: test-cluster
 test-cluster: deps build ## only the cluster tier, against the local control plane
 	$(PY) -m pytest tests -m cluster
+
+.PHONY: test-node
+test-node: deps node-deps images build ## only the node tier: a real node in the VM, the chart installed
+	$(PY) -m pytest tests -m node
 
 .PHONY: cluster-up
 cluster-up: deps ## start etcd, kube-apiserver, controller-manager, scheduler; kubeconfig in .cluster/kubeconfig
@@ -74,6 +78,18 @@ dev-up: deps build ## cluster + certs + local webhook + the chart installed as r
 .PHONY: dev-down
 dev-down: venv ## undo dev-up
 	$(PY) -m tests.rigs.dev down
+
+.PHONY: node-deps
+node-deps: deps ## the node rig's Go parts: Multus from ../shared/peers, the SR-IOV stand-ins
+	tools/build-node-parts.sh
+
+.PHONY: node-up
+node-up: deps node-deps images ## one real node in the VM (kubelet, containerd, Multus); kubeconfig .cluster/kubeconfig
+	$(PY) -m tests.rigs.node up
+
+.PHONY: node-down
+node-down: venv ## stop the node rig and remove its state
+	$(PY) -m tests.rigs.node down
 
 .PHONY: demo
 demo: deps build ## the main job end to end on this machine

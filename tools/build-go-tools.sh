@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Go parts of the cluster rig once and caches them, keyed by version:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (the node rig), cnitool
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy (the node rig), cnitool
 # (or only those named: build-go-tools.sh cnitool)
 # into $BOND_INJECTOR_CACHE/go-tools/<name>-<version>/, symlinked from $BOND_INJECTOR_CACHE/bin.
 # Only the Go module proxy is reachable, so everything is built from modules, CGO_ENABLED=0.
@@ -48,7 +48,7 @@ timed() { # timed <label> <cmd...>: run and report the wall time
 
 build_k8s() {
   local dir="$TOOLS/k8s-$K8S_VERSION" key="k8s $K8S_VERSION $GO_VERSION"
-  local names=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+  local names=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   if ! cached "$dir" "$key" "${names[@]}"; then
     say "building ${names[*]} $K8S_VERSION (cold: several minutes)"
     local mod="$ROOT/tools/go/k8s" staging_version="v0.${K8S_VERSION#v1.}" info modfile commit date
@@ -76,7 +76,8 @@ build_k8s() {
     rm -rf "$tmp" && mkdir -p "$tmp"
     (cd "$mod" && timed "${names[*]}" "${NICE[@]}" go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet)
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
+      k8s.io/kubernetes/cmd/kube-proxy)
     finish "$tmp" "$dir" "$key" "${names[@]}"
   fi
   for n in "${names[@]}"; do link "$dir" "$n"; done

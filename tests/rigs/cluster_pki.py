@@ -55,8 +55,18 @@ def _write(directory: Path, stem: str, pair: pki.KeyPair) -> KeyPair:
     return files
 
 
-def generate_pki(directory: Path) -> ClusterPki:
-    """Write a fresh PKI for one control plane into `directory` (created if missing)."""
+def generate_pki(
+    directory: Path,
+    *,
+    service_ip: str = SERVICE_IP,
+    extra_ips: tuple[str, ...] = (),
+    extra_clients: dict[str, tuple[str, str | None]] | None = None,
+) -> ClusterPki:
+    """Write a fresh PKI for one control plane into `directory` (created if missing).
+
+    `extra_ips` join the apiserver's SANs (a node's address); `extra_clients` maps a file stem
+    to (common name, group) for more client certificates (a kubelet, kube-proxy, Multus).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca = pki.generate_ca("bond-injector-test-ca", now, _VALIDITY)
@@ -73,9 +83,11 @@ def generate_pki(directory: Path) -> ClusterPki:
         now,
         _VALIDITY,
         dns_names=_APISERVER_DNS_NAMES,
-        ips=("127.0.0.1", SERVICE_IP),
+        ips=("127.0.0.1", service_ip, *extra_ips),
         usage="server",
     )
+    for stem, (common_name, group) in (extra_clients or {}).items():
+        client(stem, common_name, group)
     sa_key = ec.generate_private_key(ec.SECP256R1())
     sa_key_path = directory / "service-account.key"
     sa_key_path.write_bytes(

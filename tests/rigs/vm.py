@@ -60,7 +60,7 @@ def find_kernel(boot: Path = Path("/boot"), modules: Path = Path("/lib/modules")
     return max(candidates, key=lambda k: _version_key(k.version))
 
 
-def _tool_path() -> str:
+def tool_path() -> str:
     """PATH with this interpreter's bin dir first: vng runs `virtme-run` from PATH."""
     return os.pathsep.join([str(Path(sys.prefix) / "bin"), os.environ.get("PATH", os.defpath)])
 
@@ -73,7 +73,14 @@ def _require(tool: str, path: str, why: str) -> str:
 
 
 def vng_command(
-    kernel: Kernel, command: str, *, rwdir: Path, memory: str, cpus: int, path: str
+    kernel: Kernel,
+    command: str,
+    *,
+    rwdir: Path,
+    memory: str,
+    cpus: int,
+    path: str,
+    qemu_opts: str | None = None,
 ) -> list[str]:
     vng = _require("vng", path, "virtme-ng, a dev dependency in .venv")
     _require("virtme-run", path, "installed with virtme-ng")
@@ -93,6 +100,7 @@ def vng_command(
         memory,
         "--cpus",
         str(cpus),
+        *([f"--qemu-opts={qemu_opts}"] if qemu_opts else []),
         "--exec",
         command,
     ]
@@ -112,7 +120,7 @@ def run_in_vm(
 
     The output goes to `log` as it comes (so a long run can be followed with `tail -f`).
     """
-    path = _tool_path()
+    path = tool_path()
     argv = vng_command(
         kernel or find_kernel(), command, rwdir=rwdir, memory=memory, cpus=cpus, path=path
     )

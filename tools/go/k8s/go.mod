@@ -1,4 +1,4 @@
-// Builds kube-apiserver, kube-controller-manager and kube-scheduler from k8s.io/kubernetes.
+// Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy from k8s.io/kubernetes.
 // k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging paths
 // that only exist in its own tree, so `go install ...@v1.34.x` cannot work; this module replaces
 // each staging module with its published v0.34.x instead. tools/build-go-tools.sh derives that
@@ -11,6 +11,8 @@ tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
 	k8s.io/kubernetes/cmd/kube-scheduler
+	k8s.io/kubernetes/cmd/kubelet
+	k8s.io/kubernetes/cmd/kube-proxy
 )
 
 require (

@@ -1,0 +1,162 @@
+"""Node tier plugin: one real node (tests/rigs/node.py) for the whole run, with the chart installed
+as a user installs it, as the `node` and `bonded` fixtures.
+
+The node starts on first use and stops at session end. With BOND_INJECTOR_NODE=reuse a node
+already started by `make node-up` is used and left running. Missing parts fail the tests with the
+make target that builds them; nothing here skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NoReturn
+
+import pytest
+
+from tests.rigs.cluster import REPO, Cluster, ClusterError
+from tests.rigs.cluster_procs import poll
+from tests.rigs.node import NODE_NAME, PEER, Node, _image_index, find_parts
+
+REUSE_ENV = "BOND_INJECTOR_NODE"
+CHART = REPO / "charts" / "bond-injector"
+RELEASE = "bond-injector"
+NAMESPACE = "bond-injector"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the `node` fixture is in the node tier, marked or not."""
+    for item in items:
+        if "node" in getattr(item, "fixturenames", ()) and item.get_closest_marker("node") is None:
+            item.add_marker(pytest.mark.node)
+
+
+def _fail(message: str) -> NoReturn:
+    __tracebackhide__ = True
+    pytest.fail(message, pytrace=False)
+
+
+@dataclass(frozen=True)
+class Shell:
+    """Commands on the node itself, through the rig's privileged host pod (what
+    `kubectl debug node/...` gives an operator): the node's namespaces and its root at /host."""
+
+    cluster: Cluster
+
+    def run(self, script: str, *, check: bool = True) -> str:
+        result = self.cluster.kubectl(
+            "-n", "kube-system", "exec", "node-shell", "--", "chroot", "/host", "sh", "-c", script,
+            check=check,
+        )  # fmt: skip
+        return result.stdout
+
+
+@dataclass(frozen=True)
+class BondedNode:
+    cluster: Cluster
+    shell: Shell
+    peer: str  # the peer host's address behind both stand-in PF switches
+    node_name: str
+
+
+_NODE_SHELL = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "node-shell", "namespace": "kube-system"},
+    "spec": {
+        "nodeName": NODE_NAME,
+        "hostNetwork": True,
+        "hostPID": True,
+        "containers": [
+            {
+                "name": "shell",
+                "image": "docker.io/library/alpine:latest",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "100000"],
+                "securityContext": {"privileged": True},
+                "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+            }
+        ],
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+        "tolerations": [{"operator": "Exists"}],
+    },
+}
+
+
+def install_chart(cluster: Cluster, images: dict[str, str]) -> None:
+    """`helm install` as a user would, with the images `make images` built: no webhook.url, so
+    the hook Jobs make the certificates and the webhook runs as a Deployment on the node."""
+
+    def repo_tag(reference: str) -> tuple[str, str]:
+        repo, _, tag = reference.rpartition(":")
+        return repo, tag
+
+    webhook_repo, webhook_tag = repo_tag(images["webhook"])
+    cni_repo, cni_tag = repo_tag(images["cni"])
+    ipam = {
+        "type": "host-local",
+        "subnet": f"{PEER.rsplit('.', 1)[0]}.0/24",
+        "rangeStart": f"{PEER.rsplit('.', 1)[0]}.10",
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "gateway": PEER,
+    }
+    cluster.helm(
+        "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace",
+        "--wait", "--timeout", "15m",
+        "--set", f"webhook.image.repository={webhook_repo}",
+        "--set", f"webhook.image.tag={webhook_tag}",
+        "--set", f"cniInstaller.image.repository={cni_repo}",
+        "--set", f"cniInstaller.image.tag={cni_tag}",
+        # STAND-IN: the rig's VFs are veths handed over by vf-standin (see node_vm.sh).
+        "--set", "networks.legType=vf-standin",
+        "--set-json", f"networks.bond.ipam={json.dumps(ipam)}",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def node() -> Iterator[Cluster]:
+    """The running node (control plane, kubelet, containerd, Multus) for the whole session."""
+    problem: str | None = None
+    rig = Node()
+    reuse = os.environ.get(REUSE_ENV) == "reuse"
+    try:
+        find_parts()
+        cluster = rig.cluster() if reuse else rig.up()
+    except ClusterError as err:
+        problem = f"the node rig did not start: {err}"
+    if problem is not None:
+        _fail(problem)
+    try:
+        yield cluster
+    finally:
+        if not reuse:
+            rig.down()
+
+
+@pytest.fixture(scope="session")
+def bonded(node: Cluster) -> BondedNode:
+    """The node with the chart installed and a shell on the node."""
+    parts = find_parts()
+    images = _image_index(parts.images)
+    if node.helm("status", RELEASE, "-n", NAMESPACE, check=False).returncode != 0:
+        install_chart(node, images)
+    node.kubectl("apply", "-f", "-", input=json.dumps(_NODE_SHELL))
+    node.kubectl(
+        "-n", "kube-system", "wait", "--for=condition=Ready", "pod/node-shell", "--timeout=600s"
+    )
+    return BondedNode(cluster=node, shell=Shell(node), peer=PEER, node_name=NODE_NAME)
+
+
+def wait_for_phase(cluster: Cluster, namespace: str, pod: str, phase: str, timeout: float) -> None:
+    def reached() -> bool:
+        got = cluster.kubectl(
+            "-n", namespace, "get", "pod", pod, "-o", "jsonpath={.status.phase}", check=False
+        ).stdout
+        if got == "Failed":
+            raise AssertionError(f"pod {namespace}/{pod} Failed")
+        return got == phase
+
+    poll(reached, timeout=timeout, what=f"pod {namespace}/{pod} {phase}", interval=1)

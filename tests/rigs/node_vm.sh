@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The node rig's guest side: runs as the VM's command (see tests/rigs/node.py, which writes every
+# certificate, kubeconfig and config file into $1 first) and keeps a one-node cluster running
+# until $1/stop appears:
+#
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler   the control plane
+#   containerd + runc                                              the container runtime
+#   kubelet, kube-proxy                                            the node
+#   Multus (thin plugin, built from ../shared/peers)               the meta-plugin, default network:
+#                                                                  Debian's bridge + host-local
+#
+# Everything runs in the VM because only Debian's kernel there can bond, and the apiserver must
+# reach pod IPs (webhook calls); the host reaches the apiserver through qemu's port forward on
+# 127.0.0.1. The guest NIC is qemu user networking with restrict=on: no traffic leaves the VM.
+#
+# STAND-INS, where hardware is missing (no SR-IOV NICs): two "PF" bridges in a fabric netns, each
+# with VF-like veth ends in the node's netns (pfa-vf0.., pfb-vf0..), uplinked to a core bridge
+# whose address is the peer host; a stand-in device plugin advertising them as the two pools
+# through the kubelet's real device-plugin API; and vf-standin, which hands the allocated link to
+# Debian's real host-device plugin. Each says so in its own source.
+set -euo pipefail
+STATE=$(cd "$1" && pwd)
+# shellcheck source=/dev/null
+. "$STATE/node.env" # NODE_IP NODE_NAME BIN CNI_SRC MULTUS STANDINS IMAGES VFS POD_CIDR SERVICE_CIDR PEER_CIDR
+LOG=$STATE/logs
+mkdir -p "$LOG"
+exec >>"$LOG/node.log" 2>&1
+started=$SECONDS
+say() { echo "node-vm [$((SECONDS - started)) s]: $*"; }
+fail() { say "FAILED: $*"; echo "$*" >"$STATE/failed"; exit 1; }
+trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
+
+wait_for() { # wait_for <seconds> <what> <command...>: poll until the command succeeds
+  local limit=$1 what=$2 t0=$SECONDS
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS - t0 < limit)) || fail "$what not ready after $limit s"
+    sleep 1
+  done
+  say "$what ready"
+}
+
+pids=()
+spawn() { # spawn <name> <argv...>: start a daemon with its own log
+  local name=$1
+  shift
+  "$@" >"$LOG/$name.log" 2>&1 &
+  pids+=("$!")
+  echo "$name $!" >>"$STATE/pids"
+}
+
+shutdown() {
+  say "stopping"
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
+  wait || true
+  say "stopped"
+}
+trap shutdown EXIT
+
+# --- the VM as a node: writable state on tmpfs, the guest NIC, kernel modules ---------------------
+say "preparing the node"
+# containerd's overlayfs snapshotter cannot work on the VM's overlay folders (EINVAL): tmpfs.
+for dir in /var/lib/containerd /var/lib/kubelet /var/lib/cni /etc/cni/net.d /opt/cni/bin /run/node; do
+  mkdir -p "$dir" && mount -t tmpfs -o mode=0755 tmpfs "$dir"
+done
+hostname "$NODE_NAME"
+nic=$(ip -o link show | awk -F': ' '$2 != "lo" {print $2; exit}')
+ip link set lo up
+ip addr add "$NODE_IP/24" dev "$nic"
+ip link set "$nic" up
+ip route add default via "${NODE_IP%.*}.2" dev "$nic" # qemu's gateway; restrict=on drops all past it
+for mod in bonding br_netfilter overlay veth bridge nf_conntrack; do modprobe "$mod"; done
+sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
+echo "127.0.0.1 localhost" >/etc/hosts
+echo "$NODE_IP $NODE_NAME" >>/etc/hosts
+
+# Executables from the host's 9p into guest memory once: 9p reads are slow and uncached.
+mkdir -p /run/node/bin
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+  cp -L "$BIN/$b" /run/node/bin/
+done
+export PATH=/run/node/bin:$PATH
+cp -L "$CNI_SRC"/* /opt/cni/bin/
+cp -L "$MULTUS" /opt/cni/bin/multus
+cp -L "$STANDINS/vf-standin" /opt/cni/bin/vf-standin
+cp -L "$STANDINS/sriov-dp-standin" /run/node/bin/
+
+# --- the stand-in SR-IOV fabric -----------------------------------------------------------------
+# fabric netns: bridges pfa and pfb (the two PFs' switches), each uplinked to bridge core, where
+# the peer host's address lives. Node netns: the VFs pfa-vfN / pfb-vfN, whose peers are ports of
+# their PF's bridge; setting such a port down drops the VF's carrier, as a dead switch port would.
+say "making the stand-in SR-IOV fabric"
+ip netns add fabric
+ip -n fabric link set lo up
+ip -n fabric link add core type bridge
+ip -n fabric addr add "$PEER_CIDR" dev core
+ip -n fabric link set core up
+for pf in pfa pfb; do
+  ip -n fabric link add "$pf" type bridge
+  ip -n fabric link add "$pf-up" type veth peer name "core-$pf"
+  ip -n fabric link set "$pf-up" master "$pf"
+  ip -n fabric link set "core-$pf" master core
+  ip -n fabric link set "$pf-up" up
+  ip -n fabric link set "core-$pf" up
+  ip -n fabric link set "$pf" up
+  for ((n = 0; n < VFS; n++)); do
+    ip link add "$pf-vf$n" type veth peer name "$pf-p$n" netns fabric
+    ip -n fabric link set "$pf-p$n" master "$pf"
+    ip -n fabric link set "$pf-p$n" up
+  done
+done
+
+# --- control plane ------------------------------------------------------------------------------
+say "starting the control plane"
+mkdir -p /run/node/etcd
+spawn etcd etcd --name=node --data-dir=/run/node/etcd \
+  --listen-client-urls=http://127.0.0.1:2379 --advertise-client-urls=http://127.0.0.1:2379 \
+  --listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
+  --initial-cluster=node=http://127.0.0.1:2380 --unsafe-no-fsync --log-level=warn
+P=$STATE/pki
+spawn kube-apiserver kube-apiserver --etcd-servers=http://127.0.0.1:2379 \
+  --bind-address=0.0.0.0 --advertise-address="$NODE_IP" --secure-port=6443 \
+  --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
+  --client-ca-file="$P/ca.crt" --service-cluster-ip-range="$SERVICE_CIDR" \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$P/service-account.pub" \
+  --service-account-signing-key-file="$P/service-account.key" \
+  --kubelet-client-certificate="$P/apiserver-kubelet-client.crt" \
+  --kubelet-client-key="$P/apiserver-kubelet-client.key" \
+  --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false \
+  --enable-aggregator-routing=true --v=1
+wait_for 600 kube-apiserver kubectl --kubeconfig="$STATE/admin.kubeconfig" get --raw /readyz
+spawn kube-controller-manager kube-controller-manager --kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --bind-address=127.0.0.1 --service-account-private-key-file="$P/service-account.key" \
+  --root-ca-file="$P/ca.crt" --cluster-signing-cert-file="$P/ca.crt" \
+  --cluster-signing-key-file="$P/ca.key" --use-service-account-credentials=true \
+  --service-cluster-ip-range="$SERVICE_CIDR" --leader-elect=false --profiling=false --v=1
+spawn kube-scheduler kube-scheduler --kubeconfig="$STATE/scheduler.kubeconfig" \
+  --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
+kubectl --kubeconfig="$STATE/admin.kubeconfig" apply -f "$STATE/manifests" >/dev/null
+
+# --- runtime and node ---------------------------------------------------------------------------
+say "starting containerd"
+mkdir -p /etc/containerd
+spawn containerd containerd --config "$STATE/containerd.toml"
+wait_for 120 containerd ctr version
+for archive in "$IMAGES"/*.oci.tar; do
+  [ -e "$archive" ] || continue
+  ctr -n k8s.io images import "$archive" >/dev/null
+  say "imported $(basename "$archive")"
+done
+# The pod images the rig's tests use carry familiar names, since nothing can be pulled here.
+while read -r source target; do
+  [ -n "$source" ] && ctr -n k8s.io images tag --force "$source" "$target" >/dev/null
+done <"$STATE/image-aliases"
+
+mkdir -p /etc/cni/net.d/multus.d
+cp "$STATE/multus.kubeconfig" /etc/cni/net.d/multus.d/multus.kubeconfig
+cp "$STATE/00-multus.conf" /etc/cni/net.d/00-multus.conf
+
+say "starting kubelet"
+spawn kubelet kubelet --config="$STATE/kubelet.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
+  --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" \
+  --container-runtime-endpoint=unix:///run/containerd/containerd.sock --v=1
+wait_for 300 "kubelet's device-plugin socket" test -S /var/lib/kubelet/device-plugins/kubelet.sock
+spawn kube-proxy kube-proxy --config="$STATE/kube-proxy.yaml" --hostname-override="$NODE_NAME"
+pool_a=$(seq -s, -f "pfa-vf%g" 0 $((VFS - 1)))
+pool_b=$(seq -s, -f "pfb-vf%g" 0 $((VFS - 1)))
+spawn sriov-dp-standin sriov-dp-standin -pool "$POOL_A=$pool_a" -pool "$POOL_B=$pool_b"
+wait_for 600 "node $NODE_NAME Ready" sh -c \
+  "kubectl --kubeconfig='$STATE/admin.kubeconfig' get node '$NODE_NAME' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+
+say "up"
+touch "$STATE/ready"
+# The host's `make node-down` asks for a clean stop through this file; the VM has no other
+# channel back to the host. (A poll of one file per second, for the rig's whole life.)
+until [ -e "$STATE/stop" ]; do
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || fail "$(awk -v p="$pid" '$2 == p {print $1}' "$STATE/pids") exited"
+  done
+  sleep 1
+done
