@@ -95,6 +95,10 @@ node-down: venv ## stop the node rig and remove its state
 demo: deps build ## the main job end to end on this machine
 	tools/demo.sh
 
+.PHONY: demo-node
+demo-node: deps node-deps images build ## the seed guide on a real node (kubelet, containerd, Multus) in a VM
+	tools/demo-node.sh
+
 .PHONY: bench
 bench: deps build ## benchmarks against the peers, printed as ratios
 	$(PY) -m bench

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Go parts of the cluster rig once and caches them, keyed by version:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy (the node rig), cnitool
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy
+#   and CoreDNS (the node rig), cnitool
 # (or only those named: build-go-tools.sh cnitool)
 # into $BOND_INJECTOR_CACHE/go-tools/<name>-<version>/, symlinked from $BOND_INJECTOR_CACHE/bin.
 # Only the Go module proxy is reachable, so everything is built from modules, CGO_ENABLED=0.
@@ -9,6 +10,7 @@ set -euo pipefail
 K8S_VERSION=v1.34.12
 ETCD_VERSION=v3.6.16
 CNITOOL_VERSION=v1.3.0
+COREDNS_VERSION=v1.14.7 # the node rig's cluster DNS
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${BOND_INJECTOR_CACHE:-$ROOT/.cache}
@@ -113,12 +115,13 @@ go_install() { # go_install <name> <package> <version>: a plain `go install pkg@
 mkdir -p "$BIN" "$TOOLS"
 exec 9>"$TOOLS/.lock" && flock 9 # concurrent `make deps` runs wait here instead of racing
 # Arguments pick the tools (make test-fast needs only cnitool); none means all of them.
-(($#)) || set -- etcd k8s cnitool
+(($#)) || set -- etcd k8s cnitool coredns
 for tool in "$@"; do
   case $tool in
     etcd) build_etcd ;;
     k8s) build_k8s ;;
     cnitool) go_install cnitool github.com/containernetworking/cni/cnitool "$CNITOOL_VERSION" ;;
-    *) say "unknown tool '$tool' (known: etcd k8s cnitool)"; exit 2 ;;
+    coredns) go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
+    *) say "unknown tool '$tool' (known: etcd k8s cnitool coredns)"; exit 2 ;;
   esac
 done

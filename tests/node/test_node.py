@@ -18,7 +18,8 @@ import pytest
 
 from tests.rigs.cluster import REPO
 from tests.rigs.cluster_procs import poll
-from tests.rigs.node_plugin import NAMESPACE, RELEASE, BondedNode, wait_for_phase
+from tests.rigs.node import NAMESPACE, RELEASE
+from tests.rigs.node_plugin import BondedNode, wait_for_phase
 
 pytestmark = pytest.mark.node
 

@@ -35,6 +35,9 @@ from tests.rigs.cluster_pki import ClusterPki, KeyPair, generate_pki
 from tests.rigs.cluster_procs import free_port, pid_alive, poll
 
 STATE_DIR = REPO / ".node"
+CHART = REPO / "charts" / "bond-injector"
+RELEASE = "bond-injector"
+NAMESPACE = "bond-injector"
 KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 NODE_NAME = "bond-node"
 NODE_IP = "10.0.2.15"  # qemu user networking's guest address; restrict=on keeps it inside
@@ -54,6 +57,7 @@ NODE_BINARIES = (
     "kube-scheduler",
     "kubelet",
     "kube-proxy",
+    "coredns",
     "kubectl",
     "helm",
 )
@@ -61,7 +65,8 @@ NODE_BINARIES = (
 _NODE_CLIENTS: dict[str, tuple[str, str | None]] = {
     "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
     "kube-proxy": ("system:kube-proxy", None),  # bootstrap RBAC binds system:node-proxier to it
-    "multus": ("multus", None),  # bound by manifests/node-multus-rbac.yaml
+    "multus": ("multus", None),  # bound by manifests/node-rbac.yaml
+    "coredns": ("coredns", None),  # likewise
     "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
 }
 
@@ -131,7 +136,9 @@ def _kubeconfig(pki: ClusterPki, stem: str, server: str = "https://127.0.0.1:644
 def write_state(state: Path, parts: Parts, host_port: int) -> None:
     """Every file the guest script reads, and the host's kubeconfig."""
     pki = generate_pki(state / "pki", extra_ips=(NODE_IP,), extra_clients=_NODE_CLIENTS)
-    for stem in ("admin", "controller-manager", "scheduler", "kubelet", "kube-proxy", "multus"):
+    for stem in (
+        "admin", "controller-manager", "scheduler", "kubelet", "kube-proxy", "multus", "coredns"
+    ):  # fmt: skip
         _write(state / f"{stem}.kubeconfig", _kubeconfig(pki, stem), 0o600)
     env = {
         "NODE_IP": NODE_IP,
@@ -157,7 +164,8 @@ def write_state(state: Path, parts: Parts, host_port: int) -> None:
     manifests = state / "manifests"
     manifests.mkdir(parents=True, exist_ok=True)
     shutil.copy(MANIFESTS / "network-attachment-definition-crd.yaml", manifests)
-    shutil.copy(MANIFESTS / "node-multus-rbac.yaml", manifests)
+    shutil.copy(MANIFESTS / "node-rbac.yaml", manifests)
+    _write(state / "Corefile", _corefile(state))
     # The host's view: the same admin identity through qemu's forward on 127.0.0.1.
     KUBECONFIG.parent.mkdir(parents=True, exist_ok=True)
     _write(KUBECONFIG, _kubeconfig(pki, "admin", f"https://127.0.0.1:{host_port}"), 0o600)
@@ -176,6 +184,8 @@ def _kubelet_config(state: Path) -> dict[str, object]:
         "cgroupDriver": "cgroupfs",
         "failSwapOn": False,
         "resolvConf": "/etc/resolv.conf",
+        "clusterDNS": [NODE_IP],  # CoreDNS runs on the node itself (node_vm.sh)
+        "clusterDomain": "cluster.local",
         # Everything sits on tmpfs in guest memory: no disk pressure to act on, and image GC
         # would delete the images that nothing can pull back.
         "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%"},
@@ -196,6 +206,21 @@ def _kube_proxy_config(state: Path) -> dict[str, object]:
         "clusterCIDR": POD_CIDR,
         "conntrack": {"maxPerCore": 0},  # leave the guest's conntrack sysctls alone
     }
+
+
+def _corefile(state: Path) -> str:
+    """Cluster DNS as users have it (Services by name), served from the node's address."""
+    return f""".:53 {{
+    bind {NODE_IP}
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {state / "coredns.kubeconfig"}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 30
+}}
+"""
 
 
 def _containerd_config(parts: Parts) -> str:
@@ -266,6 +291,33 @@ def _image_aliases(images: Path) -> str:
     # image (busybox and iproute2, see `make images`) answers to that name on this node only.
     workload = _image_index(images)["bond-test"]
     return f"{workload} docker.io/library/alpine:latest\n"
+
+
+def install_chart(cluster: Cluster) -> None:
+    """`helm install` as a user would, with the images `make images` built: no webhook.url, so
+    the hook Jobs make the certificates and the webhook runs as a Deployment on the node."""
+    images = _image_index(find_parts().images)
+
+    def repo_tag(reference: str) -> tuple[str, str]:
+        repo, _, tag = reference.rpartition(":")
+        return repo, tag
+
+    webhook_repo, webhook_tag = repo_tag(images["webhook"])
+    cni_repo, cni_tag = repo_tag(images["cni"])
+    # The peer is on the bond's link; eth0 keeps the pod's default route.
+    subnet = PEER.rsplit(".", 1)[0]
+    ipam = {"type": "host-local", "subnet": f"{subnet}.0/24", "rangeStart": f"{subnet}.10"}
+    cluster.helm(
+        "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace",
+        "--wait", "--timeout", "15m",
+        "--set", f"webhook.image.repository={webhook_repo}",
+        "--set", f"webhook.image.tag={webhook_tag}",
+        "--set", f"cniInstaller.image.repository={cni_repo}",
+        "--set", f"cniInstaller.image.tag={cni_tag}",
+        # STAND-IN: the rig's VFs are veths handed over by vf-standin (see node_vm.sh).
+        "--set", "networks.legType=vf-standin",
+        "--set-json", f"networks.bond.ipam={json.dumps(ipam)}",
+    )  # fmt: skip
 
 
 class Node:
@@ -364,13 +416,16 @@ class Node:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.rigs.node", description=__doc__)
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("command", choices=["up", "install", "down"])
     args = parser.parse_args(argv)
     node = Node()
     try:
         if args.command == "up":
             node.up()
             print(f"node {NODE_NAME} Ready; kubectl --kubeconfig {KUBECONFIG} get nodes")
+        elif args.command == "install":
+            install_chart(node.cluster())
+            print(f"helm release {RELEASE} installed in namespace {NAMESPACE}")
         else:
             node.down()
             print("node stopped and removed")

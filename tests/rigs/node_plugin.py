@@ -16,14 +16,11 @@ from typing import NoReturn
 
 import pytest
 
-from tests.rigs.cluster import REPO, Cluster, ClusterError
+from tests.rigs.cluster import Cluster, ClusterError
 from tests.rigs.cluster_procs import poll
-from tests.rigs.node import NODE_NAME, PEER, Node, _image_index, find_parts
+from tests.rigs.node import NAMESPACE, NODE_NAME, PEER, RELEASE, Node, install_chart
 
 REUSE_ENV = "BOND_INJECTOR_NODE"
-CHART = REPO / "charts" / "bond-injector"
-RELEASE = "bond-injector"
-NAMESPACE = "bond-injector"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -86,36 +83,6 @@ _NODE_SHELL = {
 }
 
 
-def install_chart(cluster: Cluster, images: dict[str, str]) -> None:
-    """`helm install` as a user would, with the images `make images` built: no webhook.url, so
-    the hook Jobs make the certificates and the webhook runs as a Deployment on the node."""
-
-    def repo_tag(reference: str) -> tuple[str, str]:
-        repo, _, tag = reference.rpartition(":")
-        return repo, tag
-
-    webhook_repo, webhook_tag = repo_tag(images["webhook"])
-    cni_repo, cni_tag = repo_tag(images["cni"])
-    ipam = {
-        "type": "host-local",
-        "subnet": f"{PEER.rsplit('.', 1)[0]}.0/24",
-        "rangeStart": f"{PEER.rsplit('.', 1)[0]}.10",
-        "routes": [{"dst": "0.0.0.0/0"}],
-        "gateway": PEER,
-    }
-    cluster.helm(
-        "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace",
-        "--wait", "--timeout", "15m",
-        "--set", f"webhook.image.repository={webhook_repo}",
-        "--set", f"webhook.image.tag={webhook_tag}",
-        "--set", f"cniInstaller.image.repository={cni_repo}",
-        "--set", f"cniInstaller.image.tag={cni_tag}",
-        # STAND-IN: the rig's VFs are veths handed over by vf-standin (see node_vm.sh).
-        "--set", "networks.legType=vf-standin",
-        "--set-json", f"networks.bond.ipam={json.dumps(ipam)}",
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="session")
 def node() -> Iterator[Cluster]:
     """The running node (control plane, kubelet, containerd, Multus) for the whole session."""
@@ -123,7 +90,6 @@ def node() -> Iterator[Cluster]:
     rig = Node()
     reuse = os.environ.get(REUSE_ENV) == "reuse"
     try:
-        find_parts()
         cluster = rig.cluster() if reuse else rig.up()
     except ClusterError as err:
         problem = f"the node rig did not start: {err}"
@@ -139,10 +105,8 @@ def node() -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def bonded(node: Cluster) -> BondedNode:
     """The node with the chart installed and a shell on the node."""
-    parts = find_parts()
-    images = _image_index(parts.images)
     if node.helm("status", RELEASE, "-n", NAMESPACE, check=False).returncode != 0:
-        install_chart(node, images)
+        install_chart(node)
     node.kubectl("apply", "-f", "-", input=json.dumps(_NODE_SHELL))
     node.kubectl(
         "-n", "kube-system", "wait", "--for=condition=Ready", "pod/node-shell", "--timeout=600s"

@@ -5,7 +5,7 @@
 #
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler   the control plane
 #   containerd + runc                                              the container runtime
-#   kubelet, kube-proxy                                            the node
+#   kubelet, kube-proxy, CoreDNS                                   the node
 #   Multus (thin plugin, built from ../shared/peers)               the meta-plugin, default network:
 #                                                                  Debian's bridge + host-local
 #
@@ -77,7 +77,7 @@ echo "$NODE_IP $NODE_NAME" >>/etc/hosts
 
 # Executables from the host's 9p into guest memory once: 9p reads are slow and uncached.
 mkdir -p /run/node/bin
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kubectl; do
   cp -L "$BIN/$b" /run/node/bin/
 done
 export PATH=/run/node/bin:$PATH
@@ -139,6 +139,7 @@ spawn kube-controller-manager kube-controller-manager --kubeconfig="$STATE/contr
 spawn kube-scheduler kube-scheduler --kubeconfig="$STATE/scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
 kubectl --kubeconfig="$STATE/admin.kubeconfig" apply -f "$STATE/manifests" >/dev/null
+spawn coredns coredns -conf "$STATE/Corefile"
 
 # --- runtime and node ---------------------------------------------------------------------------
 say "starting containerd"
@@ -162,6 +163,7 @@ cp "$STATE/00-multus.conf" /etc/cni/net.d/00-multus.conf
 say "starting kubelet"
 spawn kubelet kubelet --config="$STATE/kubelet.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
   --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" \
+  --node-labels=feature.node.kubernetes.io/network-sriov.capable=true \
   --container-runtime-endpoint=unix:///run/containerd/containerd.sock --v=1
 wait_for 300 "kubelet's device-plugin socket" test -S /var/lib/kubelet/device-plugins/kubelet.sock
 spawn kube-proxy kube-proxy --config="$STATE/kube-proxy.yaml" --hostname-override="$NODE_NAME"
