@@ -14,16 +14,12 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from webhook.nads import NadError, NetworkAttachmentDefinition
+from webhook.nads import NadError, NadFetchError, NetworkAttachmentDefinition
 
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
 _GONE = 410
-
-
-class NadFetchError(RuntimeError):
-    """The API server could not be asked (the request is answered as an error, not a denial)."""
 
 
 class WatchExpired(Exception):

@@ -7,7 +7,8 @@ import socket
 from kubernetes import client
 
 from tests.webhook.live import poll
-from webhook.nadcache import KubeNadCache, NadFetchError
+from webhook.nadcache import KubeNadCache
+from webhook.nads import NadFetchError
 
 
 def _closed_port() -> int:
