@@ -28,11 +28,13 @@ from tests.webhook.builders import (
     source,
     vfs,
 )
+from tests.webhook.pki import CA
 from tests.webhook.reviews import decoded_patch, review
 from webhook.app import Settings, create_app
 from webhook.mutation import mutate, needed_nads
 from webhook.nads import NadFetchError, NadSource, NetworkAttachmentDefinition, StaticNadSource
 from webhook.profiles import parse_profiles
+from webhook.tls import CertificateReloader, TlsFiles
 
 OURS = [
     {"name": "sriov-pf-a", "interface": "net1"},
@@ -284,34 +286,35 @@ class _Unsynced(StaticNadSource):
         return False
 
 
-class _Cert:
-    def __init__(self, loaded: bool, not_after: float | None) -> None:
-        self.loaded = loaded
-        self.not_after = not_after
-
-
-@pytest.mark.parametrize(
-    ("nads", "cert", "problems"),
-    [
-        (_Unsynced([]), None, ["NAD cache not synced with the API server yet"]),
-        (StaticNadSource([]), _Cert(False, None), ["no serving certificate loaded"]),
-        (StaticNadSource([]), _Cert(True, 999.0), ["the serving certificate has expired"]),
-    ],
-    ids=["unsynced", "no cert", "expired"],
-)
-def test_not_ready(nads: NadSource, cert: _Cert | None, problems: list[str]) -> None:
-    app = create_app(SETTINGS, nads, certificate=cert, now=lambda: 1000.0)
-    c = AsgiClient(app)
-    r = c.get("/readyz")
+def test_not_ready_until_the_nad_cache_synced() -> None:
+    r = AsgiClient(create_app(SETTINGS, _Unsynced([]))).get("/readyz")
     assert r.status_code == 503
+    problems = ["NAD cache not synced with the API server yet"]
     assert r.json() == {"ready": False, "problems": problems}
 
 
-def test_certificate_expiry_is_exported() -> None:
-    app = create_app(SETTINGS, source(), certificate=_Cert(True, 1.9e9), now=lambda: 1000.0)
-    c = AsgiClient(app)
+def _reloader(tmp_path: Path, days: int, ago: int) -> CertificateReloader:
+    cert, key = CA("readyz-ca").issue("localhost", days=days, ago=ago).write(tmp_path, "tls")
+    return CertificateReloader(TlsFiles(cert, key))
+
+
+def test_an_expired_serving_certificate_is_not_ready(tmp_path: Path) -> None:
+    expired = _reloader(tmp_path, days=1, ago=2)
+    r = AsgiClient(create_app(SETTINGS, source(), certificate=expired)).get("/readyz")
+    assert r.status_code == 503
+    assert r.json() == {"ready": False, "problems": ["the serving certificate has expired"]}
+
+
+def test_certificate_expiry_is_exported(tmp_path: Path) -> None:
+    valid = _reloader(tmp_path, days=3, ago=0)
+    c = AsgiClient(create_app(SETTINGS, source(), certificate=valid))
     assert c.get("/readyz").status_code == 200
-    assert "bond_injector_certificate_expiry_timestamp_seconds 1.9e+09" in c.get("/metrics").text
+    (line,) = [
+        line
+        for line in c.get("/metrics").text.splitlines()
+        if line.startswith("bond_injector_certificate_expiry_timestamp_seconds ")
+    ]
+    assert float(line.split()[1]) == valid.not_after
 
 
 def test_profiles_are_reread_without_restart(tmp_path: Path) -> None:
