@@ -169,17 +169,3 @@ def _parse(obj: dict[str, Any]) -> NetworkAttachmentDefinition | None:
     except NadError as exc:
         log.warning("ignoring a NAD: %s", exc)
         return None
-
-
-def api_client(kubeconfig: str | None) -> client.ApiClient:
-    """A client from a kubeconfig file, or the in-cluster service account when None."""
-    from kubernetes import config  # noqa: PLC0415 - only the serving path needs it
-
-    if kubeconfig is None:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    configuration = client.Configuration()
-    config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, client_configuration=configuration
-    )
-    return client.ApiClient(configuration)
