@@ -16,8 +16,8 @@ from typing import NoReturn
 
 import pytest
 
+from tests.poll import poll
 from tests.rigs.cluster import REPO, Cluster, ClusterError
-from tests.rigs.cluster_procs import poll
 from tests.rigs.node import NODE_NAME, PEER, Node, _image_index, find_parts
 
 REUSE_ENV = "BOND_INJECTOR_NODE"

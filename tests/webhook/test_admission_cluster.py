@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.poll import poll
 from tests.rigs.cluster import Cluster
 from tests.webhook.builders import EXAMPLES, POOL_A, POOL_B
-from tests.webhook.live import poll, running
+from tests.webhook.live import running
 from tests.webhook.pki import CA
 from webhook.app import Settings
 from webhook.server import ServeOptions

@@ -6,7 +6,7 @@ import socket
 
 from kubernetes import client
 
-from tests.webhook.live import poll
+from tests.poll import poll
 from webhook.nadcache import KubeNadCache
 from webhook.nads import NadFetchError
 

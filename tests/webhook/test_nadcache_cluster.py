@@ -12,10 +12,10 @@ import yaml
 from kubernetes import client
 
 from certs.kube import api_client
+from tests.poll import poll
 from tests.rigs.cluster import Cluster
 from tests.webhook.asgi import AsgiClient
 from tests.webhook.builders import BOND_CONFIG, EXAMPLES, POOL_A, POOL_B, example_profiles, pod
-from tests.webhook.live import poll
 from tests.webhook.reviews import review
 from webhook.app import Settings, create_app
 from webhook.mutation import Decision, mutate
