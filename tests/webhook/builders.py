@@ -64,6 +64,19 @@ def many_legs_nads(namespace: str = "default") -> list[NetworkAttachmentDefiniti
     return [*legs, *bonds, nad("data-net", USER_POOL, {"type": "sriov"}, namespace)]
 
 
+def manifest(nad: NetworkAttachmentDefinition) -> dict[str, Any]:
+    """The NAD as the object `kubectl apply` takes."""
+    meta: dict[str, Any] = {"name": nad.name, "namespace": nad.namespace}
+    if nad.resource_name is not None:
+        meta["annotations"] = {"k8s.v1.cni.cncf.io/resourceName": nad.resource_name}
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": meta,
+        "spec": {"config": nad.config},
+    }
+
+
 def example_profiles() -> Profiles:
     return parse_profiles((EXAMPLES / "profiles.yaml").read_text())
 
