@@ -114,7 +114,7 @@ def _parse_short(item: str) -> NetworkSelection:
 
 def _parse_json(text: str) -> list[NetworkSelection]:
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_int=_int64, parse_float=_finite)
+        data = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"is not valid JSON: {exc.msg} at character {exc.pos}") from None
     except RecursionError:
@@ -142,6 +142,10 @@ def _int64(digits: str) -> int:
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"{digits[:20]}... does not fit in 64 bits")
     return value
+
+
+# Built once: json.loads with hooks builds a decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=_int64, parse_float=_finite)
 
 
 def _from_json_object(index: int, obj: object) -> NetworkSelection:

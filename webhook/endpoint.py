@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from webhook import admission
 from webhook.metrics import Metrics
-from webhook.mutation import Decision, mutate, needed_nads
+from webhook.mutation import Decision, prepare
 from webhook.nads import NadFetchError, NadSource, NetworkAttachmentDefinition, could_exist
 from webhook.profiles import ProfileStore
 
@@ -150,10 +150,11 @@ class MutateEndpoint:
     async def _decide(self, request: admission.Request) -> Decision:
         assert request.object is not None
         pod, namespace = request.object, request.namespace or None
-        profiles = self._profiles.current()
+        # mutate() in two steps: what needed_nads() lists, fetched at once, then the decision.
+        prepared = prepare(pod, namespace, self._profiles.current())
         misses = [
             key
-            for key in needed_nads(pod, namespace, profiles)
+            for key in prepared.needed()
             if self._nads.cached(*key) is None and could_exist(*key)
         ]
         fetched = await self._fetch(misses) if misses else {}
@@ -162,7 +163,7 @@ class MutateEndpoint:
             key = (ns, name)
             return fetched[key] if key in fetched else self._nads.cached(ns, name)
 
-        return mutate(pod, namespace, profiles, lookup)
+        return prepared.decide(lookup)
 
     async def _fetch(self, keys: list[_Key]) -> dict[_Key, NetworkAttachmentDefinition | None]:
         """Ask the API server for all `keys` at once, each GET in a worker thread."""

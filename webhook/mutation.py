@@ -55,13 +55,7 @@ def mutate(
     pod: Mapping[str, Any], namespace: str | None, profiles: Profiles, lookup: NadLookup
 ) -> Decision:
     """Decide what to do with a Pod being created; a bad Pod is a denial, never an exception."""
-    prepared = _prepare(pod, namespace, profiles)
-    if isinstance(prepared, Decision):
-        return prepared
-    try:
-        return prepared.run(lookup)
-    except _Denied as denial:
-        return Decision(allowed=False, message=str(denial))
+    return prepare(pod, namespace, profiles).decide(lookup)
 
 
 def needed_nads(
@@ -73,32 +67,49 @@ def needed_nads(
     when the decision needs no NAD (not labelled, a wrong shape, an unknown profile). So a caller
     can fetch every cache miss at once, before its one call to `mutate`.
     """
-    prepared = _prepare(pod, namespace, profiles)
-    if isinstance(prepared, Decision):
-        return []
-    return prepared.needed()
+    return prepare(pod, namespace, profiles).needed()
 
 
-def _prepare(
-    pod: Mapping[str, Any], namespace: str | None, profiles: Profiles
-) -> _Mutation | Decision:
+class Prepared:
+    """`mutate` in two steps, for a caller that fetches NADs in between (the endpoint): the
+    checks that need no NAD are done once, and `decide` is exactly `mutate`'s answer."""
+
+    def __init__(self, early: Decision | None, mutation: _Mutation | None) -> None:
+        self._early = early
+        self._mutation = mutation
+
+    def needed(self) -> list[tuple[str, str]]:
+        return [] if self._mutation is None else self._mutation.needed()
+
+    def decide(self, lookup: NadLookup) -> Decision:
+        if self._mutation is None:
+            assert self._early is not None
+            return self._early
+        try:
+            return self._mutation.run(lookup)
+        except _Denied as denial:
+            return Decision(allowed=False, message=str(denial))
+
+
+def prepare(pod: Mapping[str, Any], namespace: str | None, profiles: Profiles) -> Prepared:
     """The mutation ready to run, or the decision reached without any NAD."""
     try:
         meta = podshape.metadata(pod)
         if podshape.labels(meta).get(BOND_LABEL) != "true":
-            return Decision(allowed=True, in_scope=False, message="not labelled bond=true")
+            skip = Decision(allowed=True, in_scope=False, message="not labelled bond=true")
+            return Prepared(skip, None)
         podshape.check_rest(pod, meta)
     except podshape.ShapeError as exc:
-        return Decision(
-            allowed=False,
-            message=f"{_ref(pod, namespace)}: {exc}; `kubectl explain {exc.explain}` shows the "
-            "shape a Pod has there",
+        message = (
+            f"{_ref(pod, namespace)}: {exc}; `kubectl explain {exc.explain}` shows the shape a "
+            "Pod has there"
         )
+        return Prepared(Decision(allowed=False, message=message), None)
     ns = namespace or meta.get("namespace") or "default"
     try:
-        return _Mutation(pod, meta, ns, _ref(pod, namespace), profiles)
+        return Prepared(None, _Mutation(pod, meta, ns, _ref(pod, namespace), profiles))
     except _Denied as denial:
-        return Decision(allowed=False, message=str(denial))
+        return Prepared(Decision(allowed=False, message=str(denial)), None)
 
 
 def _ref(pod: Mapping[str, Any], namespace: str | None) -> str:
@@ -130,6 +141,7 @@ class _Mutation:
         self.profile = self._profile(profiles)
         self.warnings: list[str] = []
         self.lookup: NadLookup = _no_nads
+        self._parsed: list[NetworkSelection] | None = None
 
     def needed(self) -> list[tuple[str, str]]:
         keys = [(att.namespace or self.ns, att.name) for att in self.profile.attachments]
@@ -139,6 +151,7 @@ class _Mutation:
 
     def run(self, lookup: NadLookup) -> Decision:
         self.lookup = lookup
+        self.warnings = []
         index, container = self._container()
         entries = self._entries()
         final, added = self._merge(entries)
@@ -188,16 +201,18 @@ class _Mutation:
         )
 
     def _entries(self) -> list[NetworkSelection]:
+        """The pod's own networks annotation, parsed once for `needed` and `run`."""
+        if self._parsed is not None:
+            return self._parsed
         value = self.annotations.get(NETWORKS_ANNOTATION)
-        if value is None:
-            return []
         try:
-            return parse_networks(value)
+            self._parsed = [] if value is None else parse_networks(value)
         except AnnotationError as exc:
             raise _Denied(
                 f"{self.ref}: annotation {NETWORKS_ANNOTATION} {exc}; fix it, or remove it and let "
                 f"profile {self.profile.name!r} add the bond"
             ) from None
+        return self._parsed
 
     def _merge(self, entries: list[NetworkSelection]) -> tuple[list[NetworkSelection], bool]:
         """The user's entries, then each profile attachment that is not already there."""
