@@ -78,7 +78,10 @@ def api_client(
     environ: Mapping[str, str] | None = None,
 ) -> client.ApiClient:
     """An API client from a kubeconfig file, else from the pod's service account (in-cluster:
-    KUBERNETES_SERVICE_HOST/PORT and the mounted token and CA)."""
+    KUBERNETES_SERVICE_HOST/PORT and the mounted token, re-read as it rotates, and CA).
+
+    The one way bond-injector reaches the API server: the certificate tool and the webhook's NAD
+    cache (webhook/server.py) both call it."""
     if kubeconfig is not None:
         api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig), context=context

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -113,12 +114,38 @@ def _parse_short(item: str) -> NetworkSelection:
 
 def _parse_json(text: str) -> list[NetworkSelection]:
     try:
-        data = json.loads(text)
+        data = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    except RecursionError:
+        raise AnnotationError("is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # numbers Go's encoding/json (Multus) refuses too
+        raise AnnotationError(f"is not valid JSON: {exc}") from None
     if not isinstance(data, list):
         raise AnnotationError("must be a JSON list of objects, not a single object; wrap it in [ ]")
     return [_from_json_object(index, obj) for index, obj in enumerate(data)]
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(digits: str) -> float:
+    value = float(digits)
+    if not math.isfinite(value):
+        raise ValueError(f"{digits[:20]} is out of range")
+    return value
+
+
+def _int64(digits: str) -> int:
+    value = int(digits)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{digits[:20]}... does not fit in 64 bits")
+    return value
+
+
+# Built once: json.loads with hooks builds a decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=_int64, parse_float=_finite)
 
 
 def _from_json_object(index: int, obj: object) -> NetworkSelection:

@@ -42,13 +42,14 @@ class Settings:
 
 
 class CertificateState(Protocol):
-    """What the TLS layer tells the app: is a serving pair loaded, and until when is it valid."""
+    """What the TLS layer tells the app: until when the serving certificate is valid.
+
+    Serving starts only once a pair loads (webhook.tls), and a reload keeps the last good pair, so
+    there is always one; what can go wrong later is that it expires.
+    """
 
     @property
-    def loaded(self) -> bool: ...
-
-    @property
-    def not_after(self) -> float | None: ...
+    def not_after(self) -> float: ...
 
 
 def create_app(
@@ -92,11 +93,8 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> Response:
         problems = []
-        if certificate is not None:
-            if not certificate.loaded:
-                problems.append("no serving certificate loaded")
-            elif certificate.not_after is not None and certificate.not_after <= now():
-                problems.append("the serving certificate has expired")
+        if certificate is not None and certificate.not_after <= now():
+            problems.append("the serving certificate has expired")
         if not nad_source.synced:
             problems.append("NAD cache not synced with the API server yet")
         profiles.current()  # picks up a changed file; a bad one keeps the last good

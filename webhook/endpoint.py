@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import orjson
 from starlette.types import Receive, Scope, Send
 
 from webhook import admission
 from webhook.metrics import Metrics
-from webhook.mutation import Decision, mutate
-from webhook.nads import NadSource, NetworkAttachmentDefinition
+from webhook.mutation import Decision, prepare
+from webhook.nads import NadFetchError, NadSource, NetworkAttachmentDefinition, could_exist
 from webhook.profiles import ProfileStore
 
 log = logging.getLogger("webhook.admission")
 _JSON = [(b"content-type", b"application/json")]
-_MAX_FETCH_ROUNDS = 4  # the mutation stops at the first missing NAD; each round may reveal one more
+_Key = tuple[str, str]
 
 
 class _HttpError(Exception):
@@ -33,6 +35,15 @@ class _HttpError(Exception):
 
 class _Disconnected(Exception):
     pass
+
+
+@dataclass
+class _LogLine:
+    """The one log line of a request: its fields, and the exception of a failed decision."""
+
+    fields: dict[str, Any] = field(default_factory=lambda: {"msg": "admission"})
+    level: int = logging.INFO
+    error: BaseException | None = None
 
 
 class MutateEndpoint:
@@ -52,10 +63,11 @@ class MutateEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
-        entry: dict[str, Any] = {"msg": "admission"}
+        line = _LogLine()
+        entry = line.fields
         try:
             body = await self._read_body(scope, receive)
-            status, payload = 200, await self._review(body, entry)
+            status, payload = 200, await self._review(body, line)
         except _HttpError as exc:
             status, payload = exc.status, {"error": exc.message}
             entry.update(outcome="invalid", message=exc.message)
@@ -68,13 +80,14 @@ class MutateEndpoint:
         seconds = self._clock() - started
         self._metrics.observe(entry["outcome"], seconds)
         entry["duration_ms"] = round(seconds * 1000, 3)
-        log.info(orjson.dumps(entry).decode())
+        log.log(line.level, orjson.dumps(entry).decode(), exc_info=line.error)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         headers = dict(scope["headers"])
         ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if ctype != b"application/json":
-            raise _HttpError(415, f"Content-Type must be application/json, got {ctype.decode()!r}")
+            got = ctype.decode("latin-1")
+            raise _HttpError(415, f"Content-Type must be application/json, got {got!r}")
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             raise _HttpError(413, f"body larger than {self._max_body} bytes")
@@ -92,7 +105,8 @@ class MutateEndpoint:
                 return chunk if not chunks else b"".join([*chunks, chunk])
             chunks.append(chunk)
 
-    async def _review(self, body: bytes, entry: dict[str, Any]) -> dict[str, Any]:
+    async def _review(self, body: bytes, line: _LogLine) -> dict[str, Any]:
+        entry = line.fields
         try:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -109,12 +123,16 @@ class MutateEndpoint:
             return admission.review(admission.allowed(request.uid))
         if request.object is None:
             raise _HttpError(400, "request.object is missing; a CREATE review carries the Pod")
-        meta = request.object.get("metadata") or {}
-        entry["name"] = meta.get("name") or request.name or f"{meta.get('generateName', '')}*"
+        entry["name"] = _name(request)
         try:
             decision = await self._decide(request)
-        except Exception as exc:
-            log.exception("mutation of %s failed", request.uid)
+        except NadFetchError as exc:  # the API server, not the pod: no traceback, retry may work
+            line.level = logging.ERROR
+            entry.update(outcome="error", message=str(exc))
+            text = f"bond-injector could not decide: {exc}; the API server may be overloaded"
+            return admission.review(admission.errored(request.uid, 500, text))
+        except Exception as exc:  # a bug: its traceback goes into this request's one log line
+            line.level, line.error = logging.ERROR, exc
             entry.update(outcome="error", message=f"{type(exc).__name__}: {exc}")
             text = f"bond-injector could not decide ({type(exc).__name__}: {exc}); see its log"
             return admission.review(admission.errored(request.uid, 500, text))
@@ -131,37 +149,44 @@ class MutateEndpoint:
 
     async def _decide(self, request: admission.Request) -> Decision:
         assert request.object is not None
-        profiles = self._profiles.current()
-        fetched: dict[tuple[str, str], NetworkAttachmentDefinition | None] = {}
-        for _ in range(_MAX_FETCH_ROUNDS):
-            lookup = _RecordingLookup(self._nads, fetched)
-            decision = mutate(request.object, request.namespace or None, profiles, lookup)
-            if not lookup.misses:
-                return decision
-            # Not in the cache: ask the API server, off the event loop.
-            for key in lookup.misses:
-                self._metrics.nad_fetches.inc()
+        pod, namespace = request.object, request.namespace or None
+        # mutate() in two steps: what needed_nads() lists, fetched at once, then the decision.
+        prepared = prepare(pod, namespace, self._profiles.current())
+        misses = [
+            key
+            for key in prepared.needed()
+            if self._nads.cached(*key) is None and could_exist(*key)
+        ]
+        fetched = await self._fetch(misses) if misses else {}
+
+        def lookup(ns: str, name: str) -> NetworkAttachmentDefinition | None:
+            key = (ns, name)
+            return fetched[key] if key in fetched else self._nads.cached(ns, name)
+
+        return prepared.decide(lookup)
+
+    async def _fetch(self, keys: list[_Key]) -> dict[_Key, NetworkAttachmentDefinition | None]:
+        """Ask the API server for all `keys` at once, each GET in a worker thread."""
+        fetched: dict[_Key, NetworkAttachmentDefinition | None] = {}
+        failed: list[Exception] = []
+
+        async def one(key: _Key) -> None:
+            self._metrics.nad_fetches.inc()
+            try:
                 fetched[key] = await anyio.to_thread.run_sync(self._nads.fetch, *key)
-        return decision
+            except Exception as exc:  # re-raised below, outside the task group
+                failed.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for key in keys:
+                group.start_soon(one, key)
+        if failed:
+            raise failed[0]
+        return fetched
 
 
-class _RecordingLookup:
-    """Cache first, then what was fetched; remembers the keys neither had."""
-
-    def __init__(
-        self,
-        nads: NadSource,
-        fetched: dict[tuple[str, str], NetworkAttachmentDefinition | None],
-    ) -> None:
-        self._nads = nads
-        self._fetched = fetched
-        self.misses: list[tuple[str, str]] = []
-
-    def __call__(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None:
-        key = (namespace, name)
-        if key in self._fetched:
-            return self._fetched[key]
-        nad = self._nads.cached(namespace, name)
-        if nad is None:
-            self.misses.append(key)
-        return nad
+def _name(request: admission.Request) -> object:
+    """The pod's name for the log line (any JSON: the line is JSON, and shapes come later)."""
+    meta = (request.object or {}).get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return meta.get("name") or request.name or f"{meta.get('generateName') or ''}*"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook import podshape
 from webhook.annotation import (
     NETWORKS_ANNOTATION,
     AnnotationError,
@@ -52,18 +54,74 @@ class _Denied(Exception):
 def mutate(
     pod: Mapping[str, Any], namespace: str | None, profiles: Profiles, lookup: NadLookup
 ) -> Decision:
-    """Decide what to do with a Pod being created; never raises for bad input."""
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    if labels.get(BOND_LABEL) != "true":
-        return Decision(allowed=True, in_scope=False, message="not labelled bond=true")
+    """Decide what to do with a Pod being created; a bad Pod is a denial, never an exception."""
+    return prepare(pod, namespace, profiles).decide(lookup)
+
+
+def needed_nads(
+    pod: Mapping[str, Any], namespace: str | None, profiles: Profiles
+) -> list[tuple[str, str]]:
+    """Every NAD (namespace, name) `mutate` may look up for this Pod, each once.
+
+    The legs and bond of the pod's profile, then the NADs its own networks annotation names; none
+    when the decision needs no NAD (not labelled, a wrong shape, an unknown profile). So a caller
+    can fetch every cache miss at once, before its one call to `mutate`.
+    """
+    return prepare(pod, namespace, profiles).needed()
+
+
+class Prepared:
+    """`mutate` in two steps, for a caller that fetches NADs in between (the endpoint): the
+    checks that need no NAD are done once, and `decide` is exactly `mutate`'s answer."""
+
+    def __init__(self, early: Decision | None, mutation: _Mutation | None) -> None:
+        self._early = early
+        self._mutation = mutation
+
+    def needed(self) -> list[tuple[str, str]]:
+        return [] if self._mutation is None else self._mutation.needed()
+
+    def decide(self, lookup: NadLookup) -> Decision:
+        if self._mutation is None:
+            assert self._early is not None
+            return self._early
+        try:
+            return self._mutation.run(lookup)
+        except _Denied as denial:
+            return Decision(allowed=False, message=str(denial))
+
+
+def prepare(pod: Mapping[str, Any], namespace: str | None, profiles: Profiles) -> Prepared:
+    """The mutation ready to run, or the decision reached without any NAD."""
+    try:
+        meta = podshape.metadata(pod)
+        if podshape.labels(meta).get(BOND_LABEL) != "true":
+            skip = Decision(allowed=True, in_scope=False, message="not labelled bond=true")
+            return Prepared(skip, None)
+        podshape.check_rest(pod, meta)
+    except podshape.ShapeError as exc:
+        message = (
+            f"{_ref(pod, namespace)}: {exc}; `kubectl explain {exc.explain}` shows the shape a "
+            "Pod has there"
+        )
+        return Prepared(Decision(allowed=False, message=message), None)
     ns = namespace or meta.get("namespace") or "default"
     try:
-        return _Mutation(pod, meta, ns, profiles, lookup).run()
+        return Prepared(None, _Mutation(pod, meta, ns, _ref(pod, namespace), profiles))
     except _Denied as denial:
-        return Decision(allowed=False, message=str(denial))
-    except (AttributeError, TypeError) as exc:  # a field of the wrong JSON type
-        return Decision(allowed=False, message=f"pod {ns}/{meta.get('name')}: not a Pod ({exc})")
+        return Prepared(Decision(allowed=False, message=str(denial)), None)
+
+
+def _ref(pod: Mapping[str, Any], namespace: str | None) -> str:
+    """`pod namespace/name` for messages; `?` for a part that is missing or not a string."""
+    meta = pod.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    ns = namespace or meta.get("namespace") or "default"
+    name = meta.get("name")
+    generate = meta.get("generateName")
+    if not isinstance(name, str) or not name:
+        name = f"{generate}*" if isinstance(generate, str) and generate else "?"
+    return f"pod {ns if isinstance(ns, str) else '?'}/{name}"
 
 
 class _Mutation:
@@ -72,20 +130,28 @@ class _Mutation:
         pod: Mapping[str, Any],
         meta: Mapping[str, Any],
         namespace: str,
+        ref: str,
         profiles: Profiles,
-        lookup: NadLookup,
     ) -> None:
         self.pod = pod
         self.meta = meta
         self.ns = namespace
-        self.lookup = lookup
-        self.annotations: Mapping[str, Any] = meta.get("annotations") or {}
-        name = meta.get("name") or (f"{meta['generateName']}*" if meta.get("generateName") else "?")
-        self.ref = f"pod {namespace}/{name}"
+        self.annotations: Mapping[str, str] = meta.get("annotations") or {}
+        self.ref = ref
         self.profile = self._profile(profiles)
         self.warnings: list[str] = []
+        self.lookup: NadLookup = _no_nads
+        self._parsed: list[NetworkSelection] | None = None
 
-    def run(self) -> Decision:
+    def needed(self) -> list[tuple[str, str]]:
+        keys = [(att.namespace or self.ns, att.name) for att in self.profile.attachments]
+        with contextlib.suppress(_Denied):  # a bad annotation is denied before any lookup
+            keys += [entry.key(self.ns) for entry in self._entries()]
+        return list(dict.fromkeys(keys))
+
+    def run(self, lookup: NadLookup) -> Decision:
+        self.lookup = lookup
+        self.warnings = []
         index, container = self._container()
         entries = self._entries()
         final, added = self._merge(entries)
@@ -109,7 +175,7 @@ class _Mutation:
 
     def _profile(self, profiles: Profiles) -> BondProfile:
         name = self.annotations.get(PROFILE_ANNOTATION, DEFAULT_PROFILE)
-        profile = profiles.get(str(name))
+        profile = profiles.get(name)
         if profile is None:
             have = ", ".join(sorted(profiles.profiles)) or "none"
             raise _Denied(
@@ -135,16 +201,18 @@ class _Mutation:
         )
 
     def _entries(self) -> list[NetworkSelection]:
+        """The pod's own networks annotation, parsed once for `needed` and `run`."""
+        if self._parsed is not None:
+            return self._parsed
         value = self.annotations.get(NETWORKS_ANNOTATION)
-        if value is None:
-            return []
         try:
-            return parse_networks(str(value))
+            self._parsed = [] if value is None else parse_networks(value)
         except AnnotationError as exc:
             raise _Denied(
                 f"{self.ref}: annotation {NETWORKS_ANNOTATION} {exc}; fix it, or remove it and let "
                 f"profile {self.profile.name!r} add the bond"
             ) from None
+        return self._parsed
 
     def _merge(self, entries: list[NetworkSelection]) -> tuple[list[NetworkSelection], bool]:
         """The user's entries, then each profile attachment that is not already there."""
@@ -248,15 +316,12 @@ class _Mutation:
         return counts
 
     def _annotation_ops(self, value: str) -> list[PatchOp]:
-        if "metadata" not in self.pod:
-            return [
-                {
-                    "op": "add",
-                    "path": "/metadata",
-                    "value": {"annotations": {NETWORKS_ANNOTATION: value}},
-                }
-            ]
+        # In scope means metadata.labels exists, so metadata is there to hold the annotations.
         old = self.meta.get("annotations")
         new = dict(old or {})
         new[NETWORKS_ANNOTATION] = value
         return diff_mapping("/metadata/annotations", old, new)
+
+
+def _no_nads(namespace: str, name: str) -> None:
+    return None

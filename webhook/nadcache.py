@@ -14,16 +14,12 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from webhook.nads import NadError, NetworkAttachmentDefinition
+from webhook.nads import NadError, NadFetchError, NetworkAttachmentDefinition
 
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
 _GONE = 410
-
-
-class NadFetchError(RuntimeError):
-    """The API server could not be asked (the request is answered as an error, not a denial)."""
 
 
 class WatchExpired(Exception):
@@ -173,17 +169,3 @@ def _parse(obj: dict[str, Any]) -> NetworkAttachmentDefinition | None:
     except NadError as exc:
         log.warning("ignoring a NAD: %s", exc)
         return None
-
-
-def api_client(kubeconfig: str | None) -> client.ApiClient:
-    """A client from a kubeconfig file, or the in-cluster service account when None."""
-    from kubernetes import config  # noqa: PLC0415 - only the serving path needs it
-
-    if kubeconfig is None:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    configuration = client.Configuration()
-    config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, client_configuration=configuration
-    )
-    return client.ApiClient(configuration)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +13,23 @@ import yaml
 
 RESOURCE_NAME_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName"
 NAD_KIND = "NetworkAttachmentDefinition"
+# The API server's rules for a namespace (a DNS-1123 label) and an object name (a subdomain).
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 
 class NadError(ValueError):
     """A NAD document cannot be used."""
+
+
+class NadFetchError(RuntimeError):
+    """The API server could not be asked (the request is answered as an error, not a denial)."""
+
+
+def could_exist(namespace: str, name: str) -> bool:
+    """Whether the API server could hold a NAD by this name (else there is nothing to ask for)."""
+    return bool(_NAMESPACE.fullmatch(namespace) and len(name) <= 253 and _SUBDOMAIN.fullmatch(name))
 
 
 @dataclass(frozen=True)
@@ -65,8 +79,9 @@ class NetworkAttachmentDefinition:
 class NadSource(Protocol):
     """Where the webhook finds NADs.
 
-    `cached` never does I/O (the hot path); `fetch` may ask the API server and is called only for
-    the keys `cached` did not know; `synced` says the source has its initial state (readiness).
+    `cached` never does I/O (the hot path); `fetch` may ask the API server (NadFetchError when it
+    cannot) and is called only for the keys `cached` did not know, several at once from worker
+    threads; `synced` says the source has its initial state (readiness).
     """
 
     @property

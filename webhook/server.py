@@ -99,10 +99,11 @@ class WebhookConfig(uvicorn.Config):
         options = self.options
         if options.nads_file is not None:
             return load_nad_file(options.nads_file)
-        from webhook.nadcache import KubeNadCache, api_client  # noqa: PLC0415 - kubernetes is heavy
+        # kubernetes is heavy: only serving from the API server imports it.
+        from certs.kube import api_client  # noqa: PLC0415
+        from webhook.nadcache import KubeNadCache  # noqa: PLC0415
 
-        kubeconfig = str(options.kubeconfig) if options.kubeconfig is not None else None
-        cache = KubeNadCache(api_client(kubeconfig))
+        cache = KubeNadCache(api_client(options.kubeconfig))
         cache.start()
         self._stop_source = cache.stop
         if not cache.wait_synced(options.sync_timeout):

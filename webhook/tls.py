@@ -80,10 +80,6 @@ class CertificateReloader:
         self.context.sni_callback = self._on_handshake
 
     @property
-    def loaded(self) -> bool:
-        return True
-
-    @property
     def not_after(self) -> float:
         return self._not_after
 

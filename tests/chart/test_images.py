@@ -14,7 +14,7 @@ import pytest
 
 from tests.chart.images import REPO, Built, apt_packages, build, missing_on_host, parse
 from tests.chart.render import one, render
-from tests.rigs.cluster_procs import poll
+from tests.poll import poll
 
 _ENV = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.rigs.cluster_procs import poll
+from tests.poll import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 BOND = ROOT / "bin" / "bond"

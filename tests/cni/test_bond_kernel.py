@@ -17,7 +17,8 @@ from cni.errors import CNIError
 from cni.spec import SUPPORTED_VERSIONS, at_least
 from tests.cni.conftest import bond_config
 from tests.cni.kernel import addresses, invoke, link_details, slaves_released
-from tests.rigs.netns import PodNet, active_slave, bonding_status, ip, ping, wait_for
+from tests.poll import poll
+from tests.rigs.netns import PodNet, active_slave, bonding_status, ip, ping
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bonding")]
 
@@ -175,19 +176,17 @@ def test_failover_check_and_del(
     assert _leases(tmp_path) == ["192.0.2.10", "2001:db8::10"]
 
     # Traffic through the bond, then the active leg's switch port dies: ping goes on.
-    wait_for(lambda: ping(pod_net.pod_netns, pod_net.gateway), timeout=30, what="first ping")
+    poll(lambda: ping(pod_net.pod_netns, pod_net.gateway), timeout=30, what="first ping")
     active = active_slave(pod_net.pod_netns, "bond0")
     assert active in pod_net.links
     port = pod_net.switch_ports[pod_net.links.index(active)]
     ip("link", "set", port, "down", netns=pod_net.switch_netns)
-    wait_for(
+    poll(
         lambda: active_slave(pod_net.pod_netns, "bond0") not in (active, None),
         timeout=30,
         what="failover to the other leg",
     )
-    wait_for(
-        lambda: ping(pod_net.pod_netns, pod_net.gateway), timeout=30, what="ping after failover"
-    )
+    poll(lambda: ping(pod_net.pod_netns, pod_net.gateway), timeout=30, what="ping after failover")
     ip("link", "set", port, "up", netns=pod_net.switch_netns)
 
     prev = {**conf, "prevResult": out}
@@ -233,7 +232,7 @@ def test_static_ipam_and_prev_result(pod_net: PodNet) -> None:
     ]
     assert out["dns"] == {"nameservers": ["192.0.2.53"]}
     assert "default via 192.0.2.1" in ip("route", "show", netns=pod_net.pod_netns)
-    wait_for(lambda: ping(pod_net.pod_netns, pod_net.gateway), timeout=30, what="ping over xor")
+    poll(lambda: ping(pod_net.pod_netns, pod_net.gateway), timeout=30, what="ping over xor")
     invoke("DEL", pod_net, conf)
     assert slaves_released(pod_net)
 

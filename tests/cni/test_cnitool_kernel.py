@@ -18,7 +18,8 @@ import pytest
 from tests.cni.conftest import README_CONFIG, require
 from tests.cni.helper_rig import Helper, running_helper
 from tests.cni.kernel import addresses, link_details, slaves_released
-from tests.rigs.netns import PodNet, ip, ping, wait_for
+from tests.poll import poll
+from tests.rigs.netns import PodNet, ip, ping
 
 ROOT = Path(__file__).resolve().parents[2]
 CNITOOL = Path(os.environ.get("CNITOOL", ROOT / ".cache" / "bin" / "cnitool"))
@@ -117,7 +118,7 @@ def _add_check_status_gc_del(pod_net: PodNet, tmp_path: Path, helper: Helper | N
     bond = link_details(pod_net, "bond0")
     assert bond is not None and bond["address"] == "02:00:5e:10:00:01"
     assert addresses(pod_net, "bond0") == {"192.0.2.20/24"}
-    wait_for(
+    poll(
         lambda: ping(pod_net.pod_netns, pod_net.gateway), timeout=30, what="ping via cnitool's bond"
     )
 

@@ -24,7 +24,7 @@ import pytest
 from cni import wire
 from tests.cni.conftest import bond_config, require
 from tests.cni.helper_rig import BOND, Helper, call, running_helper
-from tests.rigs.cluster_procs import poll
+from tests.poll import poll
 
 ENV = {
     "CNI_CONTAINERID": "c1",

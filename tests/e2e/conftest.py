@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.rigs.cluster import Cluster, poll
+from tests.rigs.cluster import Cluster
 from tests.rigs.dev import (
     NAMESPACE,
     RELEASE,
@@ -113,7 +113,3 @@ def labelled_pod(name: str, **annotations: str) -> dict[str, object]:
         seed["metadata"]["annotations"] = annotations
     pod: dict[str, object] = seed
     return pod
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> None:
-    poll(check, timeout=timeout, what=what)

@@ -12,7 +12,8 @@ import pytest
 from cryptography import x509
 
 from certs.cli import main as certs_main
-from tests.e2e.conftest import BondEnv, labelled_pod, wait_for
+from tests.e2e.conftest import BondEnv, labelled_pod
+from tests.poll import poll
 from tests.rigs.dev import NAMESPACE
 
 pytestmark = pytest.mark.cluster
@@ -102,7 +103,7 @@ def test_a_deployments_pods_are_bonded(bond_env: BondEnv) -> None:
         items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
         return items
 
-    wait_for(lambda: len(pods()) == 2, "the ReplicaSet's two pods")
+    poll(lambda: len(pods()) == 2, 60, "the ReplicaSet's two pods")
     for pod in pods():
         _assert_bonded(pod)
 
@@ -173,7 +174,7 @@ def test_rotating_the_certificate_while_pods_are_created_fails_no_admission(
             def reloaded(previous: int = serving) -> bool:
                 return _served_serial(bond_env) != previous
 
-            wait_for(reloaded, "the webhook to reload")
+            poll(reloaded, 60, "the webhook to reload")
     finally:
         stop.set()
         creator.join(timeout=300)

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import POOL_A, POOL_B, SCHED_NAMESPACE, BondEnv, labelled_pod, wait_for
+from tests.e2e.conftest import POOL_A, POOL_B, SCHED_NAMESPACE, BondEnv, labelled_pod
+from tests.poll import poll
 
 pytestmark = pytest.mark.cluster
 
@@ -87,7 +88,7 @@ def test_a_bonded_pod_lands_on_the_node_with_both_nics_and_then_pool_b_runs_out(
     wanted = {POOL_A: "1", POOL_B: "1"}
     assert first["spec"]["containers"][0]["resources"] == {"requests": wanted, "limits": wanted}
 
-    wait_for(lambda: _pod(bond_env, "first")["spec"].get("nodeName"), "the first pod's binding")
+    poll(lambda: _pod(bond_env, "first")["spec"].get("nodeName"), 60, "the first pod's binding")
     assert _pod(bond_env, "first")["spec"]["nodeName"] == node_a
 
     bond_env.create(SCHED_NAMESPACE, labelled_pod("second", **profile))
@@ -96,7 +97,7 @@ def test_a_bonded_pod_lands_on_the_node_with_both_nics_and_then_pool_b_runs_out(
         condition = _scheduled(_pod(bond_env, "second"))
         return bool(condition and condition.get("reason") == "Unschedulable")
 
-    wait_for(unschedulable, "the scheduler to give up on the second pod")
+    poll(unschedulable, 60, "the scheduler to give up on the second pod")
     second = _pod(bond_env, "second")
     assert "nodeName" not in second["spec"]
     assert second["status"]["phase"] == "Pending"

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.poll import poll
 from tests.rigs.cluster import REPO
-from tests.rigs.cluster_procs import poll
 from tests.rigs.node import NAMESPACE, RELEASE
 from tests.rigs.node_plugin import BondedNode, wait_for_phase
 

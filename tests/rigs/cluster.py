@@ -27,6 +27,7 @@ from types import TracebackType
 
 import yaml
 
+from tests.poll import poll
 from tests.rigs.cluster_config import (
     apiserver_args,
     controller_manager_args,
@@ -40,7 +41,6 @@ from tests.rigs.cluster_procs import (
     free_port,
     http_ok,
     pid_alive,
-    poll,
     port_open,
     terminate_group,
 )
@@ -53,7 +53,6 @@ __all__ = [
     "ClusterError",
     "find_binaries",
     "pid_alive",
-    "poll",
     "port_open",
 ]
 
@@ -193,6 +192,8 @@ class Cluster:
             ),
             timeout=timeout,
             what=f"serviceaccount {namespace}/default (made by kube-controller-manager)",
+            interval=0.2,
+            error=ClusterError,
         )
 
     def add_node(
@@ -350,7 +351,8 @@ class Cluster:
             return ready()
 
         try:
-            poll(check, timeout=max(0.0, deadline - time.monotonic()), what=f"{name} to be ready")
+            left = max(0.0, deadline - time.monotonic())
+            poll(check, left, f"{name} to be ready", interval=0.2, error=ClusterError)
         except ClusterError as err:
             if proc.poll() is None:
                 raise ClusterError(f"{err}; its log ends with:\n{self.log_tail(name)}") from err

@@ -8,11 +8,11 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
+
+from tests.poll import poll
 
 
 class ClusterError(RuntimeError):
@@ -49,16 +49,6 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def poll(check: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2) -> None:
-    """Call `check` until it returns something true; raise ClusterError naming `what` after
-    `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 def terminate_group(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
     """SIGTERM the process group led by `pid`, SIGKILL it if it outlives `timeout` seconds."""
 
@@ -70,11 +60,11 @@ def terminate_group(pid: int, proc: subprocess.Popen[bytes] | None, timeout: flo
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     try:
-        poll(gone, timeout=timeout, what=f"pid {pid} to exit after SIGTERM")
+        poll(gone, timeout, f"pid {pid} to exit after SIGTERM", error=ClusterError)
     except ClusterError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        poll(gone, timeout=10, what=f"pid {pid} to exit after SIGKILL")
+        poll(gone, 10, f"pid {pid} to exit after SIGKILL", error=ClusterError)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # stragglers in the group (none expected)
 

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import yaml
 
+from tests.poll import poll
 from tests.rigs.cluster import COMPONENTS, DEFAULT_DIR, REPO, Cluster
-from tests.rigs.cluster_procs import ClusterError, free_port, pid_alive, poll
+from tests.rigs.cluster_procs import ClusterError, free_port, pid_alive
 
 DEV_DIR = REPO / ".dev"
 CHART = REPO / "charts" / "bond-injector"
@@ -125,7 +126,7 @@ def start_webhook(
         return webhook.ready()
 
     try:
-        poll(up, timeout=60, what=f"the webhook's /readyz on 127.0.0.1:{port}")
+        poll(up, 60, f"the webhook's /readyz on 127.0.0.1:{port}", error=ClusterError)
     except BaseException:
         webhook.stop()
         raise
@@ -162,7 +163,7 @@ def stop_process_group(pid: int, timeout: float = 15) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     try:
-        poll(lambda: not pid_alive(pid), timeout=timeout, what=f"webhook pid {pid} to exit")
+        poll(lambda: not pid_alive(pid), timeout, f"webhook pid {pid} to exit", error=ClusterError)
     except ClusterError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)

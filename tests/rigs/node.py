@@ -28,11 +28,12 @@ from pathlib import Path
 
 import yaml
 
+from tests.poll import poll
 from tests.rigs import vm
 from tests.rigs.cluster import MANIFESTS, REPO, Cluster, ClusterError, bin_dir
 from tests.rigs.cluster_config import SERVICE_CIDR, kubeconfig
 from tests.rigs.cluster_pki import ClusterPki, KeyPair, generate_pki
-from tests.rigs.cluster_procs import free_port, pid_alive, poll
+from tests.rigs.cluster_procs import free_port, pid_alive
 
 STATE_DIR = REPO / ".node"
 CHART = REPO / "charts" / "bond-injector"
@@ -384,7 +385,7 @@ class Node:
             return (self.state / "ready").exists()
 
         try:
-            poll(ready, timeout=timeout, what=f"node {NODE_NAME} Ready", interval=2)
+            poll(ready, timeout, f"node {NODE_NAME} Ready", interval=2, error=ClusterError)
         except ClusterError:
             self.down()
             raise
@@ -406,10 +407,10 @@ class Node:
             pid = int(self.pid_file.read_text())
             (self.state / "stop").touch()
             try:
-                poll(lambda: not pid_alive(pid), timeout=timeout, what="the node VM to stop")
+                poll(lambda: not pid_alive(pid), timeout, "the node VM to stop", error=ClusterError)
             except ClusterError:
                 os.killpg(pid, signal.SIGKILL)
-                poll(lambda: not pid_alive(pid), timeout=30, what="the node VM to die")
+                poll(lambda: not pid_alive(pid), 30, "the node VM to die", error=ClusterError)
         shutil.rmtree(self.state, ignore_errors=True)
         KUBECONFIG.unlink(missing_ok=True)
 

@@ -16,8 +16,8 @@ from typing import NoReturn
 
 import pytest
 
+from tests.poll import poll
 from tests.rigs.cluster import Cluster, ClusterError
-from tests.rigs.cluster_procs import poll
 from tests.rigs.node import NAMESPACE, NODE_NAME, PEER, RELEASE, Node, install_chart
 
 REUSE_ENV = "BOND_INJECTOR_NODE"

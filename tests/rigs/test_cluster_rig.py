@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from certs import pki
-from tests.rigs.cluster import COMPONENTS, REPO, Cluster, pid_alive, poll, port_open
+from tests.poll import poll
+from tests.rigs.cluster import COMPONENTS, REPO, Cluster, pid_alive, port_open
 
 pytestmark = pytest.mark.cluster
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.poll import poll
 from tests.rigs.netns import (
     PodNet,
     active_slave,
@@ -18,7 +19,6 @@ from tests.rigs.netns import (
     ip,
     ping,
     pod_network,
-    wait_for,
 )
 from tests.rigs.vm import VmError, find_kernel
 
@@ -56,19 +56,19 @@ def test_pod_net_bond_pings_the_gateway_and_fails_over(bonding: None, pod_net: P
     pod = pod_net.pod_netns
     _make_bond(pod_net)
     ip("addr", "add", POD_ADDRESS, "dev", "bond0", netns=pod)
-    wait_for(lambda: ping(pod, pod_net.gateway), timeout=30, what="a ping through bond0")
+    poll(lambda: ping(pod, pod_net.gateway), timeout=30, what="a ping through bond0")
 
     active = active_slave(pod, "bond0")
     assert active in pod_net.links
     dead_port = pod_net.switch_ports[pod_net.links.index(active)]
     ip("link", "set", dead_port, "down", netns=pod_net.switch_netns)
 
-    wait_for(
+    poll(
         lambda: active_slave(pod, "bond0") not in (active, None),
         timeout=10,
         what=f"bond0 to leave {active} after switch port {dead_port} went down",
     )
-    wait_for(lambda: ping(pod, pod_net.gateway), timeout=30, what="a ping after the failover")
+    poll(lambda: ping(pod, pod_net.gateway), timeout=30, what="a ping after the failover")
     assert f"Slave Interface: {active}\nMII Status: down" in bonding_status(pod, "bond0")
 
 

@@ -29,6 +29,54 @@ BOND_CONFIG = {
 }
 
 
+# Pools and NADs for profiles of more than two legs, and a user's own network beside the bond.
+MANY_POOLS = ("intel.com/sriov_pf_a", "intel.com/sriov_pf_b", "intel.com/sriov_pf_c",
+              "intel.com/sriov_pf_d")  # fmt: skip
+USER_POOL = "intel.com/sriov_data"
+USER_NETWORK = {"name": "data-net", "interface": "data0"}
+
+
+def many_legs_profiles(*counts: int) -> str:
+    """Profiles YAML: `legs-N` bonds legs sriov-pf-a.. on net1..netN with bond-N on bond0."""
+    lines = ["profiles:"]
+    for n in counts:
+        lines.append(f"  legs-{n}:")
+        lines.append("    legs:")
+        lines += [
+            f"      - {{network: sriov-pf-{'abcd'[i]}, interface: net{i + 1}}}" for i in range(n)
+        ]
+        lines.append(f"    bond: {{network: bond-{n}, interface: bond0}}")
+    return "\n".join(lines) + "\n"
+
+
+def bond_config(legs: int) -> dict[str, Any]:
+    links = [{"name": f"net{i + 1}"} for i in range(legs)]
+    return {**BOND_CONFIG, "name": f"bond-{legs}", "links": links}
+
+
+def many_legs_nads(namespace: str = "default") -> list[NetworkAttachmentDefinition]:
+    """sriov-pf-a..d (one pool each), bond-3 and bond-4, and the user's data-net."""
+    legs = [
+        nad(f"sriov-pf-{'abcd'[i]}", pool, {"type": "sriov"}, namespace)
+        for i, pool in enumerate(MANY_POOLS)
+    ]
+    bonds = [nad(f"bond-{n}", None, bond_config(n), namespace) for n in (3, 4)]
+    return [*legs, *bonds, nad("data-net", USER_POOL, {"type": "sriov"}, namespace)]
+
+
+def manifest(nad: NetworkAttachmentDefinition) -> dict[str, Any]:
+    """The NAD as the object `kubectl apply` takes."""
+    meta: dict[str, Any] = {"name": nad.name, "namespace": nad.namespace}
+    if nad.resource_name is not None:
+        meta["annotations"] = {"k8s.v1.cni.cncf.io/resourceName": nad.resource_name}
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": meta,
+        "spec": {"config": nad.config},
+    }
+
+
 def example_profiles() -> Profiles:
     return parse_profiles((EXAMPLES / "profiles.yaml").read_text())
 

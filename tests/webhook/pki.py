@@ -38,11 +38,14 @@ class CA:
         path.write_bytes(self.pem)
         return path
 
-    def issue(self, common_name: str, *, server: bool = True, days: int = 1) -> Issued:
+    def issue(
+        self, common_name: str, *, server: bool = True, days: int = 1, ago: int = 0
+    ) -> Issued:
+        """A certificate valid for `days` from `ago` days back (ago > days: already expired)."""
         pair = pki.issue_certificate(
             self._pair,
             common_name,
-            dt.datetime.now(dt.UTC),
+            dt.datetime.now(dt.UTC) - dt.timedelta(days=ago),
             dt.timedelta(days=days),
             dns_names=("localhost",) if server else (),
             ips=("127.0.0.1",) if server else (),

@@ -12,9 +12,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.poll import poll
 from tests.rigs.cluster import Cluster
-from tests.webhook.builders import EXAMPLES, POOL_A, POOL_B
-from tests.webhook.live import poll, running
+from tests.webhook.builders import (
+    EXAMPLES,
+    MANY_POOLS,
+    POOL_A,
+    POOL_B,
+    USER_NETWORK,
+    USER_POOL,
+    manifest,
+    many_legs_nads,
+    many_legs_profiles,
+)
+from tests.webhook.live import running
 from tests.webhook.pki import CA
 from webhook.app import Settings
 from webhook.server import ServeOptions
@@ -22,6 +33,7 @@ from webhook.tls import TlsFiles
 
 pytestmark = pytest.mark.cluster
 SEED = (EXAMPLES / "seed-pod.yaml").read_text()
+_EXAMPLE_NADS = ("sriov-pf-a", "sriov-pf-b")  # same names and pools in examples/nads.yaml
 
 
 @pytest.fixture
@@ -29,6 +41,8 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"admit-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl("apply", "-n", name, "-f", str(EXAMPLES / "nads.yaml"))
+    many = [manifest(nad) for nad in many_legs_nads(name) if nad.name not in _EXAMPLE_NADS]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(many))
     # The ServiceAccount admission plugin refuses pods until the controller made `default`.
     poll(
         lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
@@ -44,8 +58,11 @@ def webhook(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[str]:
     """The webhook on 127.0.0.1, registered for `namespace` only (the cluster is shared)."""
     ca = CA("bond-injector-test-ca")
     cert, key = ca.issue("localhost").write(tmp_path, "tls")
+    profiles = tmp_path / "profiles.yaml"  # the example's `default`, then legs-3 and legs-4
+    more = many_legs_profiles(3, 4).split("\n", 1)[1]
+    profiles.write_text((EXAMPLES / "profiles.yaml").read_text() + more)
     options = ServeOptions(
-        settings=Settings(profiles=EXAMPLES / "profiles.yaml"),
+        settings=Settings(profiles=profiles),
         tls=TlsFiles(cert, key),
         kubeconfig=cluster.kubeconfig,
     )
@@ -135,3 +152,27 @@ def test_pods_without_the_label_are_not_sent(cluster: Cluster, webhook: str) -> 
     created = _create(cluster, webhook, yaml.safe_dump(pod))
     assert created.returncode == 0, created.stderr
     assert "annotations" not in json.loads(created.stdout)["metadata"]
+
+
+@pytest.mark.parametrize("legs", [3, 4])
+def test_kubectl_create_bonds_more_legs_and_counts_the_pods_own_network(
+    cluster: Cluster, webhook: str, legs: int
+) -> None:
+    pod = yaml.safe_load(SEED)
+    pod["metadata"]["annotations"] = {
+        "bond-injector.io/profile": f"legs-{legs}",
+        "k8s.v1.cni.cncf.io/networks": json.dumps([USER_NETWORK]),
+    }
+    created = _create(cluster, webhook, yaml.safe_dump(pod))
+    assert created.returncode == 0, created.stderr
+    assert "Warning" not in created.stderr
+    stored = json.loads(created.stdout)
+    networks = json.loads(stored["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"])
+    assert [(n["name"], n["interface"]) for n in networks] == [
+        ("data-net", "data0"),
+        *((f"sriov-pf-{'abcd'[i]}", f"net{i + 1}") for i in range(legs)),
+        (f"bond-{legs}", "bond0"),
+    ]
+    counts = {pool: "1" for pool in (*MANY_POOLS[:legs], USER_POOL)}
+    resources = stored["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == resources["limits"] == counts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,26 @@ import pytest
 from tests.webhook.asgi import AsgiClient
 from tests.webhook.builders import (
     EXAMPLES,
+    MANY_POOLS,
     POOL_A,
+    USER_NETWORK,
+    USER_POOL,
     example_profiles,
     expected,
+    many_legs_nads,
+    many_legs_profiles,
     nad,
     pod,
     source,
     vfs,
 )
+from tests.webhook.pki import CA
 from tests.webhook.reviews import decoded_patch, review
 from webhook.app import Settings, create_app
-from webhook.mutation import mutate
-from webhook.nads import NadSource, NetworkAttachmentDefinition, StaticNadSource
+from webhook.mutation import mutate, needed_nads
+from webhook.nads import NadFetchError, NadSource, NetworkAttachmentDefinition, StaticNadSource
+from webhook.profiles import parse_profiles
+from webhook.tls import CertificateReloader, TlsFiles
 
 OURS = [
     {"name": "sriov-pf-a", "interface": "net1"},
@@ -139,9 +148,14 @@ class _Broken(StaticNadSource):
         raise RuntimeError("boom")
 
 
-def test_a_bug_is_an_errored_review_not_a_500() -> None:
+def _admission_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "webhook.admission"]
+
+
+def test_a_bug_is_an_errored_review_not_a_500(caplog: pytest.LogCaptureFixture) -> None:
     c = AsgiClient(create_app(SETTINGS, _Broken([])))
-    r = _post(c, review(pod()))
+    with caplog.at_level(logging.INFO, logger="webhook.admission"):
+        r = _post(c, review(pod()))
     assert r.status_code == 200
     response = r.json()["response"]
     assert response["allowed"] is False
@@ -149,23 +163,57 @@ def test_a_bug_is_an_errored_review_not_a_500() -> None:
         "code": 500,
         "message": "bond-injector could not decide (RuntimeError: boom); see its log",
     }
+    # Logged once: the request's line, at ERROR, carrying the traceback of the bug.
+    (record,) = _admission_records(caplog)
+    assert record.levelno == logging.ERROR
+    assert json.loads(record.getMessage())["outcome"] == "error"
+    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+
+
+class _Unreachable(StaticNadSource):
+    """An API server that answers every GET with 503 (the cache is empty)."""
+
+    def fetch(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None:
+        what = f"reading network-attachment-definition {namespace}/{name}"
+        raise NadFetchError(f"{what}: 503 Service Unavailable")
+
+
+def test_an_unreachable_api_server_is_an_error_without_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    c = AsgiClient(create_app(SETTINGS, _Unreachable([])))
+    with caplog.at_level(logging.INFO, logger="webhook.admission"):
+        response = _post(c, review(pod())).json()["response"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 500
+    assert response["status"]["message"].startswith(
+        "bond-injector could not decide: reading network-attachment-definition default/"
+    )
+    (record,) = _admission_records(caplog)
+    assert record.levelno == logging.ERROR and record.exc_info is None
 
 
 class _ColdCache(StaticNadSource):
-    """Knows nothing until asked: every NAD comes from `fetch` (the API server)."""
+    """Knows nothing until asked: every NAD comes from `fetch` (the API server).
 
-    def __init__(self, nads: StaticNadSource) -> None:
+    With `together`, each fetch waits until that many are in flight: fetches made one after the
+    other break the barrier, so a passing test shows they ran concurrently.
+    """
+
+    def __init__(self, nads: StaticNadSource, together: int = 1) -> None:
         super().__init__([])
         self.backing = nads
         self.fetched: list[tuple[str, str]] = []
+        self._barrier = threading.Barrier(together)
 
     def fetch(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None:
         self.fetched.append((namespace, name))
+        self._barrier.wait(timeout=30)
         return self.backing.cached(namespace, name)
 
 
 def test_cache_miss_is_fetched() -> None:
-    cold = _ColdCache(source())
+    cold = _ColdCache(source(), together=3)
     c = AsgiClient(create_app(SETTINGS, cold))
     response = _post(c, review(pod())).json()["response"]
     metrics = c.get("/metrics").text
@@ -176,6 +224,38 @@ def test_cache_miss_is_fetched() -> None:
         ("default", "sriov-pf-b"),
     ]
     assert "bond_injector_nad_api_fetches_total 3.0" in metrics
+
+
+def _many_legs_app(tmp_path: Path, nads: NadSource) -> AsgiClient:
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(many_legs_profiles(3, 4))
+    return AsgiClient(create_app(Settings(profiles=profiles), nads))
+
+
+@pytest.mark.parametrize("legs", [3, 4])
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_every_needed_nad_in_one_round(tmp_path: Path, legs: int, cache: str) -> None:
+    """A profile of three or four legs and a network of the user's own, cold cache or warm: one
+    mutation, every miss fetched once, all together; the user's pool is counted too."""
+    nads = StaticNadSource(many_legs_nads())
+    cold = _ColdCache(nads, together=legs + 2)
+    c = _many_legs_app(tmp_path, cold if cache == "cold" else nads)
+    p = pod(annotations={"bond-injector.io/profile": f"legs-{legs}"}, networks=[USER_NETWORK])
+    response = _post(c, review(p)).json()["response"]
+    assert response["allowed"] is True, response
+    assert "warnings" not in response
+    legs_then_bond = [
+        *({"name": f"sriov-pf-{'abcd'[i]}", "interface": f"net{i + 1}"} for i in range(legs)),
+        {"name": f"bond-{legs}", "interface": "bond0"},
+    ]
+    counts = {pool: "1" for pool in (*MANY_POOLS[:legs], USER_POOL)}
+    want = expected(p, [USER_NETWORK, *legs_then_bond], {"requests": counts, "limits": counts})
+    assert jsonpatch.apply_patch(p, decoded_patch(response)) == want
+    needed = needed_nads(p, "default", parse_profiles(many_legs_profiles(3, 4)))
+    assert len(needed) == legs + 2
+    fetched = sorted(needed) if cache == "cold" else []
+    assert sorted(cold.fetched) == fetched
+    assert f"bond_injector_nad_api_fetches_total {len(fetched)}.0" in c.get("/metrics").text
 
 
 def test_health_ready_metrics_and_log_line(
@@ -206,34 +286,35 @@ class _Unsynced(StaticNadSource):
         return False
 
 
-class _Cert:
-    def __init__(self, loaded: bool, not_after: float | None) -> None:
-        self.loaded = loaded
-        self.not_after = not_after
-
-
-@pytest.mark.parametrize(
-    ("nads", "cert", "problems"),
-    [
-        (_Unsynced([]), None, ["NAD cache not synced with the API server yet"]),
-        (StaticNadSource([]), _Cert(False, None), ["no serving certificate loaded"]),
-        (StaticNadSource([]), _Cert(True, 999.0), ["the serving certificate has expired"]),
-    ],
-    ids=["unsynced", "no cert", "expired"],
-)
-def test_not_ready(nads: NadSource, cert: _Cert | None, problems: list[str]) -> None:
-    app = create_app(SETTINGS, nads, certificate=cert, now=lambda: 1000.0)
-    c = AsgiClient(app)
-    r = c.get("/readyz")
+def test_not_ready_until_the_nad_cache_synced() -> None:
+    r = AsgiClient(create_app(SETTINGS, _Unsynced([]))).get("/readyz")
     assert r.status_code == 503
+    problems = ["NAD cache not synced with the API server yet"]
     assert r.json() == {"ready": False, "problems": problems}
 
 
-def test_certificate_expiry_is_exported() -> None:
-    app = create_app(SETTINGS, source(), certificate=_Cert(True, 1.9e9), now=lambda: 1000.0)
-    c = AsgiClient(app)
+def _reloader(tmp_path: Path, days: int, ago: int) -> CertificateReloader:
+    cert, key = CA("readyz-ca").issue("localhost", days=days, ago=ago).write(tmp_path, "tls")
+    return CertificateReloader(TlsFiles(cert, key))
+
+
+def test_an_expired_serving_certificate_is_not_ready(tmp_path: Path) -> None:
+    expired = _reloader(tmp_path, days=1, ago=2)
+    r = AsgiClient(create_app(SETTINGS, source(), certificate=expired)).get("/readyz")
+    assert r.status_code == 503
+    assert r.json() == {"ready": False, "problems": ["the serving certificate has expired"]}
+
+
+def test_certificate_expiry_is_exported(tmp_path: Path) -> None:
+    valid = _reloader(tmp_path, days=3, ago=0)
+    c = AsgiClient(create_app(SETTINGS, source(), certificate=valid))
     assert c.get("/readyz").status_code == 200
-    assert "bond_injector_certificate_expiry_timestamp_seconds 1.9e+09" in c.get("/metrics").text
+    (line,) = [
+        line
+        for line in c.get("/metrics").text.splitlines()
+        if line.startswith("bond_injector_certificate_expiry_timestamp_seconds ")
+    ]
+    assert float(line.split()[1]) == valid.not_after
 
 
 def test_profiles_are_reread_without_restart(tmp_path: Path) -> None:

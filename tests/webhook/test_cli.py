@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.poll import poll
 from tests.rigs.cluster_procs import free_port
 from tests.webhook.builders import EXAMPLES
-from tests.webhook.live import client_context, poll
+from tests.webhook.live import client_context
 from tests.webhook.pki import CA
 from tests.webhook.reviews import review
 

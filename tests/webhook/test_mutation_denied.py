@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,11 +210,76 @@ def test_generate_name_is_named_in_denials() -> None:
     assert decision.message.startswith("pod team/web-*: annotation bond-injector.io/profile")
 
 
-def test_fields_of_the_wrong_type_are_a_denial_not_a_crash() -> None:
-    p = pod()
-    p["spec"]["containers"] = ["app"]
+def _with(path: tuple[str | int, ...], value: Any, base: dict[str, Any] | None = None) -> Any:
+    """The seed pod (or `base`) with the field at `path` set to `value`."""
+    p = pod() if base is None else base
+    parent: Any = p
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return p
+
+
+WITH_RESOURCES = pod(containers=[{"name": "app", "resources": {"limits": {"cpu": "1"}}}])
+SHAPES = [
+    ("metadata", "x", "metadata must be a map, not a string", "pod.metadata"),
+    (("metadata", "labels"), ["bond=true"], "metadata.labels must be a map, not a list",
+     "pod.metadata.labels"),
+    (("metadata", "name"), 7, "metadata.name must be a string, not a number", "pod.metadata.name"),
+    (("metadata", "namespace"), {}, "metadata.namespace must be a string, not a map",
+     "pod.metadata.namespace"),
+    (("metadata", "annotations"), "a=b", "metadata.annotations must be a map, not a string",
+     "pod.metadata.annotations"),
+    (("metadata", "annotations"), {"bond-injector.io/profile": True},
+     "metadata.annotations[bond-injector.io/profile] must be a string, not a boolean",
+     "pod.metadata.annotations"),
+    ("spec", [], "spec must be a map, not a list", "pod.spec"),
+    (("spec", "containers"), {"name": "app"},
+     "spec.containers must be a list of containers, not a map", "pod.spec.containers"),
+    (("spec", "containers"), ["app"],
+     "spec.containers[0] must be a container (a map), not a string", "pod.spec.containers"),
+    (("spec", "containers", 0, "name"), None, None, None),  # a missing name is no shape error
+    (("spec", "containers", 0, "name"), ["app"],
+     "spec.containers[0].name must be a string, not a list", "pod.spec.containers.name"),
+    (("spec", "containers", 0, "resources"), [],
+     "spec.containers[0].resources must be a map, not a list", "pod.spec.containers.resources"),
+    (("spec", "containers", 0, "resources", "limits"), "1",
+     "spec.containers[0].resources.limits must be a map, not a string",
+     "pod.spec.containers.resources.limits"),
+    (("spec", "containers", 0, "resources", "requests"), 2,
+     "spec.containers[0].resources.requests must be a map, not a number",
+     "pod.spec.containers.resources.requests"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem", "explain"),
+    SHAPES,
+    ids=[f"{'.'.join(map(str, p)) if isinstance(p, tuple) else p}={v!r}" for p, v, *_ in SHAPES],
+)
+def test_a_wrong_shape_is_a_denial_naming_the_field(
+    path: str | tuple[str | int, ...], value: Any, problem: str | None, explain: str | None
+) -> None:
+    keys = path if isinstance(path, tuple) else (path,)
+    base = WITH_RESOURCES if "resources" in keys and len(keys) > 4 else None
+    p = _with(keys, value, None if base is None else copy.deepcopy(base))
     decision = mutate(p, "default", example_profiles(), source().cached)
-    assert not decision.allowed
-    assert (
-        decision.message == "pod default/test-pod: not a Pod ('str' object has no attribute 'get')"
+    if problem is None:
+        assert decision.allowed, decision.message
+        return
+    name = "?" if keys[-1] == "name" and keys[0] == "metadata" else "test-pod"
+    pod_ref = "pod default/" + ("?" if keys == ("metadata",) else name)
+    assert decision.outcome == "denied"
+    assert decision.message == (
+        f"{pod_ref}: {problem}; `kubectl explain {explain}` shows the shape a Pod has there"
+    )
+
+
+def test_wrong_shapes_outside_the_scope_are_not_judged() -> None:
+    p = pod(labels={"app": "web"})
+    p["metadata"]["annotations"] = {"x": 1}
+    p["spec"] = "not a spec"
+    assert mutate(p, "default", example_profiles(), source().cached).outcome == "skipped"
+    assert mutate({"metadata": None}, "default", example_profiles(), source().cached).outcome == (
+        "skipped"
     )

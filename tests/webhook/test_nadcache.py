@@ -6,8 +6,9 @@ import socket
 
 from kubernetes import client
 
-from tests.webhook.live import poll
-from webhook.nadcache import KubeNadCache, NadFetchError
+from tests.poll import poll
+from webhook.nadcache import KubeNadCache
+from webhook.nads import NadFetchError
 
 
 def _closed_port() -> int:

@@ -11,14 +11,15 @@ import pytest
 import yaml
 from kubernetes import client
 
+from certs.kube import api_client
+from tests.poll import poll
 from tests.rigs.cluster import Cluster
 from tests.webhook.asgi import AsgiClient
 from tests.webhook.builders import BOND_CONFIG, EXAMPLES, POOL_A, POOL_B, example_profiles, pod
-from tests.webhook.live import poll
 from tests.webhook.reviews import review
 from webhook.app import Settings, create_app
 from webhook.mutation import Decision, mutate
-from webhook.nadcache import KubeNadCache, WatchExpired, api_client
+from webhook.nadcache import KubeNadCache, WatchExpired
 
 pytestmark = pytest.mark.cluster
 
@@ -33,7 +34,7 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 
 @pytest.fixture
 def api(cluster: Cluster) -> Iterator[client.ApiClient]:
-    with api_client(str(cluster.kubeconfig)) as c:
+    with api_client(cluster.kubeconfig) as c:
         yield c
 
 

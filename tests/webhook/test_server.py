@@ -14,8 +14,9 @@ from pathlib import Path
 import jsonpatch
 import pytest
 
+from tests.poll import poll
 from tests.webhook.builders import EXAMPLES, expected, pod, vfs
-from tests.webhook.live import client_context, peer_serial, poll, request, running
+from tests.webhook.live import client_context, peer_serial, request, running
 from tests.webhook.pki import CA, Issued, secret_volume_swap
 from tests.webhook.reviews import decoded_patch, review
 from tests.webhook.test_app import OURS
