@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cni import main
+from cni.plugin import dispatch
 from tests.rigs.netns import PodNet, ip
 
 CNI_PATH = "/usr/lib/cni"
@@ -28,7 +28,7 @@ def invoke(
         "CNI_IFNAME": ifname,
         "CNI_PATH": CNI_PATH,
     }
-    return main.run(command, env, json.dumps(conf).encode())
+    return dispatch.run(command, env, json.dumps(conf).encode())
 
 
 def link_details(net: PodNet, name: str) -> dict[str, Any] | None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from cni import result
-from cni.errors import CNIError
-from cni.spec import SUPPORTED_VERSIONS, at_least
+from cni.core import result
+from cni.core.errors import CNIError
+from cni.core.spec import SUPPORTED_VERSIONS, at_least
 from tests.cni.conftest import bond_config
 from tests.cni.kernel import addresses, invoke, link_details, slaves_released
 from tests.rigs.netns import PodNet, active_slave, bonding_status, ip, ping, wait_for

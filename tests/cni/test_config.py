@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from cni import config, options, spec
-from cni.errors import DECODE_FAILURE, INVALID_CONFIG, CNIError
+from cni.core import config, options, spec
+from cni.core.errors import DECODE_FAILURE, INVALID_CONFIG, CNIError
 from tests.cni.conftest import ALL_VERSIONS, README_CONFIG, bond_config
 
 

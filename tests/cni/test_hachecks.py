@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from cni import config, hachecks, hostdev, options
-from cni.diversity import SlaveDevice
-from cni.errors import INVALID_CONFIG, CNIError, apply_policy
-from cni.hachecks import VfState
+from cni.core import config, hachecks, options
+from cni.core.diversity import SlaveDevice
+from cni.core.errors import INVALID_CONFIG, CNIError, apply_policy
+from cni.core.hachecks import VfState
+from cni.kernel import hostdev
 from tests.cni.conftest import bond_config
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from cni import result
-from cni.errors import INCOMPATIBLE_VERSION, CNIError
-from cni.ipam import Ipam
+from cni.core import result
+from cni.core.errors import INCOMPATIBLE_VERSION, CNIError
+from cni.plugin.ipam import Ipam
 from tests.cni.conftest import ALL_VERSIONS, bond_config, require
 
 

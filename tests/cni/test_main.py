@@ -23,7 +23,7 @@ ENV = {
 def plugin(command: str, stdin: bytes, **env: str) -> tuple[int, Any, str]:
     full = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": command, **env}
     proc = subprocess.run(
-        [sys.executable, "-m", "cni.main"],
+        [sys.executable, "-m", "cni"],
         input=stdin,
         env=full,
         capture_output=True,

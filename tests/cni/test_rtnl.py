@@ -1,4 +1,4 @@
-"""cni.rtnl's messages, checked against an independent codec: pyroute2's message classes.
+"""cni.kernel.rtnl's messages, checked against an independent codec: pyroute2's message classes.
 
 What the kernel does with them is the kernel tier's business (every option read back with
 `ip -d link`); here, that each request says what it means and each reply is read right.
@@ -14,7 +14,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from cni import rtnl
+from cni.kernel import rtnl
 
 # BondOptions field -> pyroute2's IFLA_BOND_* name, and a value for each.
 PYROUTE2_NAME = {

@@ -1,4 +1,5 @@
-"""Run the IPAM plugin named in the config, as the spec's delegation (same env, same stdin)."""
+"""Run the IPAM plugin named in the config, as the spec's delegation: the request's own
+environment (not this process's: the helper serves many requests) and the same stdin."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import subprocess
 from collections.abc import Mapping
 from typing import Any
 
-from cni import result as results
-from cni.errors import INCOMPATIBLE_VERSION, INVALID_CONFIG, PLUGIN_FAILURE, CNIError
-from cni.spec import highest_common
+from cni.core import result as results
+from cni.core.errors import INCOMPATIBLE_VERSION, INVALID_CONFIG, PLUGIN_FAILURE, CNIError
+from cni.core.spec import highest_common
 
-log = logging.getLogger("cni.ipam")
+log = logging.getLogger("cni.plugin.ipam")
 
 
 def find(plugin: str, cni_path: str) -> str:
@@ -25,7 +26,7 @@ def find(plugin: str, cni_path: str) -> str:
 
 
 def _run(path: str, command: str, conf: Mapping[str, Any], env: Mapping[str, str]) -> bytes:
-    child_env = {**os.environ, **env, "CNI_COMMAND": command}
+    child_env = {**env, "CNI_COMMAND": command}
     proc = subprocess.run(
         [path], input=json.dumps(conf).encode(), env=child_env, capture_output=True, check=False
     )

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cni.errors import invalid
-from cni.options import (
+from cni.core.errors import invalid
+from cni.core.options import (
     AD_SELECT,
     ARP_ALL_TARGETS,
     ARP_VALIDATE,
@@ -25,7 +25,7 @@ from cni.options import (
     XMIT_HASH_POLICY,
     BondOptions,
 )
-from cni.spec import valid_ifname
+from cni.core.spec import valid_ifname
 
 _TLB_ALB = ("balance-tlb", "balance-alb")
 _NO_ARP_MODES = ("802.3ad", *_TLB_ALB)

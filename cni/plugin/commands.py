@@ -1,4 +1,4 @@
-"""ADD, DEL, CHECK, STATUS and GC of the bond plugin; the dispatcher in cni.main calls them."""
+"""ADD, DEL, CHECK, STATUS and GC of the bond plugin; cni.plugin.dispatch calls them."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from cni import result as results
-from cni.config import BondConfig
-from cni.errors import INVALID_CONFIG, PLUGIN_FAILURE, TRY_AGAIN_LATER, CNIError, apply_policy
-from cni.netlink import Link, Netns, NetnsUnavailable, own_netns_fd
+from cni.core import result as results
+from cni.core.config import BondConfig
+from cni.core.errors import INVALID_CONFIG, PLUGIN_FAILURE, TRY_AGAIN_LATER, CNIError, apply_policy
+from cni.kernel.netlink import Link, Netns, NetnsUnavailable, own_netns_fd
 
 log = logging.getLogger("cni.bond")
 
 
 @dataclass(frozen=True)
 class Args:
-    """The CNI_* environment of one invocation (env is what IPAM gets too)."""
+    """One invocation's CNI_* values; `env` is its whole environment, which IPAM gets too."""
 
     command: str
     container_id: str
@@ -44,7 +44,7 @@ def _best_effort(what: str, step: Callable[[], object]) -> Callable[[], None]:
 def _ipam(conf: BondConfig, args: Args) -> Any:
     if conf.ipam is None:
         return None
-    from cni.ipam import Ipam  # noqa: PLC0415 - only configs with IPAM pay for subprocess
+    from cni.plugin.ipam import Ipam  # noqa: PLC0415 - only configs with IPAM pay for subprocess
 
     return Ipam(conf.raw, args.env)
 
@@ -71,7 +71,8 @@ def _readiness(conf: BondConfig, slaves: list[Link]) -> None:
     """NIC diversity and failover readiness: warn on stderr or, with enforce, refuse (error 7)."""
     if conf.nic_diversity == "off" and conf.ha_checks == "off":
         return
-    from cni import diversity, hachecks, hostdev  # noqa: PLC0415
+    from cni.core import diversity, hachecks  # noqa: PLC0415
+    from cni.kernel import hostdev  # noqa: PLC0415
 
     devices = hostdev.slave_devices(slaves)
     if unknown := diversity.unknown(devices):

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cni.diversity import SlaveDevice, resolve
-from cni.hachecks import LINK_STATES, VfState
-from cni.netlink import Link
+from cni.core.diversity import SlaveDevice, resolve
+from cni.core.hachecks import LINK_STATES, VfState
+from cni.kernel.netlink import Link
 
-log = logging.getLogger("cni.hostdev")
+log = logging.getLogger("cni.kernel.hostdev")
 RTEXT_FILTER_VF = 1
 
 

@@ -1,6 +1,7 @@
 """The netlink executor: every kernel change the plugin makes, in one netns, over rtnetlink.
 
-Requests are built by cni.rtnl and sent on a plain NETLINK_ROUTE socket (one round trip each).
+Requests are built by cni.kernel.rtnl and sent on a plain NETLINK_ROUTE socket (one round trip
+each).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from cni import rtnl
-from cni.errors import PLUGIN_FAILURE, CNIError
-from cni.rtnl import Link, NetlinkError
+from cni.core.errors import PLUGIN_FAILURE, CNIError
+from cni.kernel import rtnl
+from cni.kernel.rtnl import Link, NetlinkError
 
 __all__ = ["Link", "Netns", "NetnsUnavailable", "own_netns_fd"]
 
@@ -175,8 +176,8 @@ def _netlink_socket_in(path: str) -> int:
 def lean_import() -> None:
     """Skip pyroute2/__init__, which imports every pyroute2 API (NDB, conntrack, IPDB...).
 
-    For the plugin process only (cni.main.main), which needs pyroute2 only to read VF facts from
-    a PF (cni.hostdev): its __init__ is ~90 ms of the import. The package's
+    For the plugin process only (cni.plugin.dispatch.main), which needs pyroute2 only to read VF
+    facts from a PF (cni.kernel.hostdev): its __init__ is ~90 ms of the import. The package's
     submodules load as usual from the same path; a process that also wants `from pyroute2 import
     X` (a test run, another tool) must not call this.
     """

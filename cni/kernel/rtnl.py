@@ -1,6 +1,6 @@
 """A small rtnetlink codec: the messages the bond plugin sends and the replies it reads.
 
-Only struct work, no socket (cni.netlink does the I/O). Written for the plugin's few requests
+Only struct work, no socket (cni.kernel.netlink does the I/O). Written for the plugin's few requests
 because a general netlink library costs ~30 ms per request under TCG and ~100 ms to import; see
 include/uapi/linux/{netlink,rtnetlink,if_link,if_addr}.h for the layouts.
 """
@@ -253,7 +253,7 @@ def set_link(
     mtu: int | None = None,
     netns_fd: int | None = None,
 ) -> tuple[int, int, bytes]:
-    """Change a link: the kernel applies the flags before the master (see cni.netlink)."""
+    """Change a link: the kernel applies the flags before the master (see cni.kernel.netlink)."""
     flags, change = (0, 0) if up is None else (IFF_UP if up else 0, IFF_UP)
     body = [_IFI.pack(0, 0, index, flags, change)]
     if master is not None:

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError
+from cni.core.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
