@@ -1,9 +1,8 @@
-"""CNI wire basics: the spec versions this plugin speaks, what each allows, names, decoding."""
+"""CNI wire basics: the spec versions this plugin speaks, what each allows, decoding."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from cni.core.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError
@@ -54,14 +53,6 @@ def highest_common(ours: str, theirs: list[str]) -> str | None:
     """The highest version both sides speak, no higher than `ours`."""
     common = [v for v in theirs if v in SUPPORTED_VERSIONS and at_least(ours, v)]
     return max(common, key=version_key) if common else None
-
-
-_IFNAME = re.compile(r"^[^/\s:]{1,15}$")
-
-
-def valid_ifname(name: object) -> bool:
-    """Linux's rule (dev_valid_name) plus no ':': 1-15 chars, no '/', whitespace, '.' or '..'."""
-    return isinstance(name, str) and name not in (".", "..") and bool(_IFNAME.match(name))
 
 
 def decode(stdin: bytes) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from cni.core.errors import INVALID_ENV, IO_FAILURE, PLUGIN_FAILURE, CNIError
-from cni.core.spec import LATEST, SUPPORTED_VERSIONS, check_version, decode, valid_ifname
+from cni.core.ifname import ifname_problem
+from cni.core.spec import LATEST, SUPPORTED_VERSIONS, check_version, decode
 
 _REQUIRED_ENV = {
     "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
@@ -46,8 +47,8 @@ def _check_env(command: str, env: Mapping[str, str]) -> None:
     if container and not _CONTAINER_ID.match(container):
         raise CNIError(INVALID_ENV, f"CNI_CONTAINERID {container!r} is not a valid container id")
     ifname = env.get("CNI_IFNAME", "")
-    if ifname and not valid_ifname(ifname):
-        raise CNIError(INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name")
+    if ifname and (problem := ifname_problem(ifname)) is not None:
+        raise CNIError(INVALID_ENV, f"CNI_IFNAME {ifname!r} {problem}")
 
 
 def run(
