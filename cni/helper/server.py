@@ -1,6 +1,6 @@
 """The warm per-node helper: the plugin preloaded once, a forked child per request.
 
-A Python plugin exec'd per pod attachment pays for its interpreter and pyroute2 every time
+A Python plugin exec'd per pod attachment pays for its interpreter and imports every time
 (~120 ms on a host, seconds in a TCG VM). `bond serve` pays once; the client `bond`
 (cni/helper/client/bond.c) sends it each invocation's environment and stdin over a unix socket,
 a child forked from the warm process runs cni.plugin.dispatch.invoke() on them, exactly as the

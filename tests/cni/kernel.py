@@ -19,6 +19,7 @@ def invoke(
     container: str = "c1",
     ifname: str = "bond0",
     netns: str | None = None,
+    cni_path: str = CNI_PATH,
 ) -> dict[str, Any] | None:
     """One plugin call in this process (the logic under test, without per-call imports)."""
     env = {
@@ -26,7 +27,7 @@ def invoke(
         "CNI_CONTAINERID": container,
         "CNI_NETNS": netns if netns is not None else (net.pod_netns_path if net else ""),
         "CNI_IFNAME": ifname,
-        "CNI_PATH": CNI_PATH,
+        "CNI_PATH": cni_path,
     }
     return dispatch.run(command, env, json.dumps(conf).encode())
 

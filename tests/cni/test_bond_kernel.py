@@ -269,6 +269,17 @@ def test_rollback_leaves_nothing_behind(pod_net: PodNet, tmp_path: Path) -> None
         )
     _nothing_left(pod_net)
 
+    # IPAM answers ADD with something that is not JSON (fault injection: a script of our own in
+    # a CNI_PATH of its own) after the bond is up with its slaves: error 6, all undone.
+    broken = tmp_path / "broken-ipam"
+    broken.mkdir()
+    (broken / "garbage").write_text("#!/bin/sh\ncat >/dev/null\necho 'this is not JSON'\n")
+    (broken / "garbage").chmod(0o755)
+    with pytest.raises(CNIError, match="IPAM garbage ADD printed no CNI result") as caught:
+        invoke("ADD", pod_net, bond_config(ipam={"type": "garbage"}), cni_path=str(broken))
+    assert caught.value.code == 6
+    _nothing_left(pod_net)
+
     # The kernel refuses IPv6 on a bond whose MTU is below 1280: after IPAM leased both addresses.
     with pytest.raises(CNIError):
         invoke("ADD", pod_net, _host_local(tmp_path, "1.0.0", mtu=1200))
