@@ -59,7 +59,7 @@ def decode(stdin: bytes) -> dict[str, Any]:
     """The config object from stdin, or error 6."""
     try:
         data = json.loads(stdin)
-    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
         raise CNIError(DECODE_FAILURE, "failed to decode network config", str(exc)) from exc
     if not isinstance(data, dict):
         raise CNIError(DECODE_FAILURE, "network config is not a JSON object")
