@@ -42,23 +42,15 @@ class HelperError(Exception):
 
 def preload() -> None:
     """Import and warm everything a request needs, so no child imports anything again."""
-    from cni.kernel.netlink import lean_import  # noqa: PLC0415
-
-    lean_import()
     import json  # noqa: PLC0415, F401
     import logging.handlers  # noqa: PLC0415, F401
     import subprocess  # noqa: PLC0415, F401
-
-    # pyroute2 reads VF facts from the PFs (haChecks); its first session loads its NLA plugins.
-    from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415
 
     from cni.core import config, diversity, hachecks, options, result  # noqa: PLC0415, F401
     from cni.kernel import hostdev  # noqa: PLC0415, F401
     from cni.kernel.netlink import Netns  # noqa: PLC0415
     from cni.plugin import commands, ipam  # noqa: PLC0415, F401
 
-    with IPRoute() as ipr:
-        ipr.link("get", index=1)
     with Netns(None) as host:
         host.links()
         host.link("lo")

@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cni.core.diversity import SlaveDevice, resolve
+from cni.core.errors import CNIError
 from cni.core.hachecks import LINK_STATES, VfState
-from cni.kernel.netlink import Link
+from cni.kernel.netlink import Link, Netns, VfInfo
 
 log = logging.getLogger("cni.kernel.hostdev")
-RTEXT_FILTER_VF = 1
 
 
 def slave_devices(links: Sequence[Link], sysfs: Path = Path("/sys")) -> list[SlaveDevice]:
@@ -30,24 +29,20 @@ def slave_devices(links: Sequence[Link], sysfs: Path = Path("/sys")) -> list[Sla
     return devices
 
 
-def vf_state_from_msg(msg: Any, device: SlaveDevice) -> VfState | None:
-    """The VF's state from the PF's RTM_NEWLINK (IFLA_VFINFO_LIST), or None if not listed."""
-    vflist = msg.get_attr("IFLA_VFINFO_LIST")
-    if vflist is None or device.vf_index is None or device.pf_netdev is None:
+def vf_state(vfs: Sequence[VfInfo], device: SlaveDevice) -> VfState | None:
+    """The slave's VF among what its PF reports, or None if the PF does not list it."""
+    if device.vf_index is None or device.pf_netdev is None:
         return None
-    for info in vflist.get_attrs("IFLA_VF_INFO"):
-        state = info.get_attr("IFLA_VF_LINK_STATE")
-        if state is None or state["vf"] != device.vf_index:
+    for info in vfs:
+        if info.vf != device.vf_index or info.link_state is None:
             continue
-        trust = info.get_attr("IFLA_VF_TRUST")
-        spoofchk = info.get_attr("IFLA_VF_SPOOFCHK")
         return VfState(
             link=device.link,
             pf=device.pf_netdev,
             vf=device.vf_index,
-            link_state=LINK_STATES.get(state["link_state"], str(state["link_state"])),
-            trust=None if trust is None else bool(trust["trust"]),
-            spoofchk=None if spoofchk is None else bool(spoofchk["spoofchk"]),
+            link_state=LINK_STATES.get(info.link_state, str(info.link_state)),
+            trust=info.trust,
+            spoofchk=info.spoofchk,
         )
     return None
 
@@ -57,20 +52,22 @@ def vf_states(devices: Sequence[SlaveDevice]) -> list[VfState]:
     vfs = [d for d in devices if d.is_vf and d.pf_netdev]
     if not vfs:
         return []
-    from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415
-    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
-
     states = []
-    with IPRoute() as ipr:
+    with Netns(None) as host:
         for device in vfs:
+            assert device.pf_netdev is not None
             try:
-                msg = ipr.link("get", ifname=device.pf_netdev, ext_mask=RTEXT_FILTER_VF)[0]
-            except NetlinkError as exc:
+                listed = host.vfs(device.pf_netdev)
+            except CNIError as exc:
                 log.info(
-                    "cannot read VF info of %s from %s: %s", device.link, device.pf_netdev, exc
+                    "cannot read VF info of %s from %s: %s %s",
+                    device.link,
+                    device.pf_netdev,
+                    exc.msg,
+                    exc.details,
                 )
                 continue
-            state = vf_state_from_msg(msg, device)
+            state = vf_state(listed or (), device)
             if state is not None:
                 states.append(state)
     return states

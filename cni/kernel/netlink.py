@@ -13,9 +13,9 @@ from typing import Any
 
 from cni.core.errors import PLUGIN_FAILURE, CNIError
 from cni.kernel import rtnl
-from cni.kernel.rtnl import Link, NetlinkError
+from cni.kernel.rtnl import Link, NetlinkError, VfInfo
 
-__all__ = ["Link", "Netns", "NetnsUnavailable", "own_netns_fd"]
+__all__ = ["Link", "Netns", "NetnsUnavailable", "VfInfo", "own_netns_fd"]
 
 _CLONE_NEWNET = 0x40000000
 _NETLINK_ROUTE = 0
@@ -91,6 +91,16 @@ class Netns:
                 return None
             raise _failed(f"get link {name}", exc) from exc
         return rtnl.decode_link(replies[0][1])
+
+    def vfs(self, pf: str) -> tuple[VfInfo, ...] | None:
+        """What PF `pf` says about its VFs; None when there is no such link here."""
+        try:
+            replies = self._request(rtnl.get_link(pf, vfs=True))
+        except NetlinkError as exc:
+            if exc.errno == _ENODEV:
+                return None
+            raise _failed(f"get VFs of {pf}", exc) from exc
+        return rtnl.decode_vfs(replies[0][1])
 
     def links(self) -> dict[str, Link]:
         """Every link in the netns by name: one dump instead of a get per link."""
@@ -171,30 +181,6 @@ def _netlink_socket_in(path: str) -> int:
     finally:
         os.close(home)
         os.close(target)
-
-
-def lean_import() -> None:
-    """Skip pyroute2/__init__, which imports every pyroute2 API (NDB, conntrack, IPDB...).
-
-    For the plugin process only (cni.plugin.dispatch.main), which needs pyroute2 only to read VF
-    facts from a PF (cni.kernel.hostdev): its __init__ is ~90 ms of the import. The package's
-    submodules load as usual from the same path; a process that also wants `from pyroute2 import
-    X` (a test run, another tool) must not call this.
-    """
-    import importlib.util  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-    import types  # noqa: PLC0415
-
-    if "pyroute2" in sys.modules:
-        return
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.submodule_search_locations is None:
-        return
-    package = types.ModuleType("pyroute2")
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    package.__file__ = spec.origin
-    sys.modules["pyroute2"] = package
 
 
 def own_netns_fd() -> int:

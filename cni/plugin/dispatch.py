@@ -178,10 +178,6 @@ def main() -> int:
         error = CNIError(IO_FAILURE, "cannot read the network config from stdin", str(exc))
         sys.stdout.buffer.write(_json(error.to_dict(LATEST)))
         return 1
-    if os.environ.get("CNI_COMMAND") in ("ADD", "DEL", "CHECK"):
-        from cni.kernel.netlink import lean_import  # noqa: PLC0415
-
-        lean_import()
     code, out, err = invoke(os.environ, stdin)
     sys.stderr.buffer.write(err)
     sys.stderr.flush()

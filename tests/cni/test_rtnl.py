@@ -176,3 +176,10 @@ def test_split_and_errors() -> None:
     assert refused is not None and (refused.errno, refused.kernel_message) == (17, "exists")
     plain = rtnl.error(0, struct.pack("=i", -19) + request)  # no extack: errno alone
     assert plain is not None and (plain.errno, plain.kernel_message) == (19, "")
+
+
+def test_get_link_with_vfs_asks_for_the_vf_list() -> None:
+    msg = _parsed(rtnl.get_link("ens1f0", vfs=True), ifinfmsg)
+    assert msg.get_attr("IFLA_IFNAME") == "ens1f0"
+    assert msg.get_attr("IFLA_EXT_MASK") == rtnl.RTEXT_FILTER_VF
+    assert _parsed(rtnl.get_link("ens1f0"), ifinfmsg).get_attr("IFLA_EXT_MASK") is None
