@@ -7,7 +7,9 @@ each).
 from __future__ import annotations
 
 import os
+import select
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +22,7 @@ __all__ = ["Link", "Netns", "NetnsUnavailable", "VfInfo", "own_netns_fd"]
 _CLONE_NEWNET = 0x40000000
 _NETLINK_ROUTE = 0
 _SOL_NETLINK = 270
-_NETLINK_EXT_ACK = 11
+_NETLINK_ADD_MEMBERSHIP, _NETLINK_DROP_MEMBERSHIP, _NETLINK_EXT_ACK = 1, 2, 11
 _ENODEV = 19
 
 
@@ -107,6 +109,25 @@ class Netns:
         replies = self._do("dump links", rtnl.dump_links())
         found = (rtnl.decode_link(p) for kind, p in replies if kind == rtnl.RTM_NEWLINK)
         return {link.name: link for link in found}
+
+    def wait_for_carrier(self, index: int, timeout: float) -> Link | None:
+        """Link `index` once it has carrier, or as it is when `timeout` (seconds) runs out; None
+        if it is gone. Woken by the kernel's link notifications (RTNLGRP_LINK), not by polling."""
+        self._sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, rtnl.RTNLGRP_LINK)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                # Read the state after subscribing, so no change between the two goes unseen.
+                link = next((x for x in self.links().values() if x.index == index), None)
+                left = deadline - time.monotonic()
+                if link is None or link.carrier or left <= 0:
+                    return link
+                readable, _, _ = select.select([self._sock], [], [], left)
+                while readable:  # drop the notifications: the next dump says it all
+                    self._sock.recv(1 << 18)
+                    readable, _, _ = select.select([self._sock], [], [], 0)
+        finally:
+            self._sock.setsockopt(_SOL_NETLINK, _NETLINK_DROP_MEMBERSHIP, rtnl.RTNLGRP_LINK)
 
     def create_bond(
         self, name: str, values: Mapping[str, Any], mtu: int | None, mac: str | None

@@ -38,7 +38,8 @@ NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # on NLMSG_ERROR
 NLMSGERR_ATTR_MSG = 1
 NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF
-IFF_UP = 0x1
+IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
+RTNLGRP_LINK = 1
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
 IFLA_VFINFO_LIST, IFLA_NET_NS_FD, IFLA_EXT_MASK = 22, 28, 29
@@ -101,6 +102,7 @@ class Link:
     mac: str
     mtu: int
     up: bool
+    carrier: bool  # IFF_LOWER_UP: the link can carry traffic (a bond: one of its slaves can)
     master: int | None
     kind: str | None
     bond: Mapping[str, Any]  # IFLA_BOND_* values by BondOptions field name, when kind == bond
@@ -221,6 +223,7 @@ def decode_link(payload: bytes) -> Link:
         mac=":".join(f"{b:02x}" for b in found.get(IFLA_ADDRESS, b"")),
         mtu=struct.unpack("=I", mtu)[0] if mtu else 0,
         up=bool(flags & IFF_UP),
+        carrier=bool(flags & IFF_LOWER_UP),
         master=(struct.unpack("=I", master)[0] or None) if master else None,
         kind=kind,
         bond=_bond_values(data) if kind == "bond" and data is not None else {},

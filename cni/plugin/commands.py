@@ -161,6 +161,7 @@ def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
             for route in got.routes:
                 family = 6 if ":" in str(route["dst"]) else 4
                 pod.add_route(index, route, route.get("gw") or _gateway(got, family))
+        _wait_for_carrier(pod, index, conf, slaves)
         now = pod.links()
         bond = now.get(args.ifname)
         if bond is None or bond.index != index:
@@ -174,6 +175,29 @@ def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
         undo.pop_all()
     log.info("ADD %s: bond %s over %s", args.container_id, args.ifname, ", ".join(conf.links))
     return out.render(conf.cni_version)
+
+
+def _wait_for_carrier(pod: Netns, index: int, conf: BondConfig, slaves: list[Link]) -> None:
+    """ADD returns with a bond that carries traffic: the link monitor takes up to one interval
+    (plus updelay) to see a slave up, so wait for the bond's carrier, a few intervals at most."""
+    options = conf.options
+    interval = options.miimon or options.arp_interval or 100
+    timeout = max(0.5, ((options.updelay or 0) + 5 * interval) / 1000)
+    bond = pod.wait_for_carrier(index, timeout)
+    if bond is None or bond.carrier:
+        return
+    now = pod.links()
+    carrying = [s.name for s in slaves if s.name in now and now[s.name].carrier]
+    if carrying:
+        log.warning(
+            "bond %s has no carrier %.1f s after ADD although %s %s; check the link monitor",
+            bond.name,
+            timeout,
+            ", ".join(carrying),
+            "has" if len(carrying) == 1 else "have",
+        )
+    else:
+        log.info("bond %s has no carrier: none of its slaves has", bond.name)
 
 
 def cmd_del(args: Args, conf: BondConfig) -> None:

@@ -113,7 +113,7 @@ def test_new_route() -> None:
 
 def test_decode_link_reads_what_pyroute2_wrote() -> None:
     msg = ifinfmsg()
-    msg["index"], msg["flags"], msg["change"] = 8, rtnl.IFF_UP, 0
+    msg["index"], msg["flags"], msg["change"] = 8, rtnl.IFF_UP | rtnl.IFF_LOWER_UP, 0
     data = [
         ("IFLA_BOND_" + f.upper() if f not in PYROUTE2_NAME else PYROUTE2_NAME[f], v)
         for f, v in VALUES.items()
@@ -138,6 +138,7 @@ def test_decode_link_reads_what_pyroute2_wrote() -> None:
         mac="02:00:5e:10:00:01",
         mtu=9000,
         up=True,
+        carrier=True,
         master=None,
         kind="bond",
         bond=VALUES,
