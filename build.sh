@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build bin/bond: the bond CNI plugin as a self-contained one-dir bundle.
 #
-#   bin/bond.d/bond         the static C client the runtime execs (cni/client/bond.c): it hands the
-#                           call to the per-node helper, or runs bond-plugin when there is none
+#   bin/bond.d/bond         the static C client the runtime execs (cni/helper/client/bond.c): it
+#                           hands the call to the per-node helper, or runs bond-plugin when there
+#                           is none
 #   bin/bond.d/bond-plugin  the PyInstaller bootloader of the Python plugin (and `serve`, `probe`),
 #                           the interpreter, the stdlib and deps in _internal/
 #   bin/bond                a symlink to bond.d/bond: install both side by side in the CNI bin dir,
@@ -19,26 +20,25 @@ trap 'rm -rf "$work"' EXIT
 cat > "$work/bond.py" <<'PY'
 import sys
 
-from cni.main import entry
+from cni.cli import main
 
-sys.exit(entry())
+sys.exit(main())
 PY
 
-# pyroute2 loads its netlink message plugins by name: our hook takes all of its submodules but
-# its pytest fixtures; and no pkg_resources, whose runtime hook alone costs ~100 ms per start.
+# No pkg_resources, whose runtime hook alone costs ~100 ms per start. The plugin speaks netlink
+# itself (cni/kernel/rtnl.py): pyroute2 is the tests' oracle and must stay out of the bundle.
 "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
     --onedir --name bond-plugin \
     --paths . \
-    --additional-hooks-dir tools/pyinstaller-hooks \
     --collect-submodules cni \
     --exclude-module tkinter --exclude-module pydoc \
     --exclude-module pkg_resources --exclude-module setuptools \
-    --exclude-module pytest --exclude-module _pytest --exclude-module pyroute2.fixtures \
+    --exclude-module pytest --exclude-module _pytest --exclude-module pyroute2 \
     --distpath "$work/dist" --workpath "$work/build" --specpath "$work" \
     "$work/bond.py"
 
 # The client: static, so it starts in well under a millisecond and needs no loader.
-${CC:-cc} -static -O2 -s -Wall -Wextra -Werror -o "$work/dist/bond-plugin/bond" cni/client/bond.c
+${CC:-cc} -static -O2 -s -Wall -Wextra -Werror -o "$work/dist/bond-plugin/bond" cni/helper/client/bond.c
 
 mkdir -p bin
 rm -rf bin/bond.d.new

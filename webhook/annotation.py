@@ -11,11 +11,12 @@ from typing import Any
 
 import orjson
 
+from cni.core.ifname import ifname_problem
+
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 
 # Multus' check for the short form: DNS-1123-like units, case-insensitive.
 _SHORT_UNIT = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-_MAX_IFNAME = 15
 
 
 class AnnotationError(ValueError):
@@ -54,18 +55,9 @@ class NetworkSelection:
 
 
 def check_interface_name(name: str) -> str | None:
-    """Why `name` is not a usable interface name, or None (Multus' own rules)."""
-    if not name:
-        return "is empty"
-    if len(name) > _MAX_IFNAME:
-        return f"is longer than {_MAX_IFNAME} characters"
-    if "/" in name:
-        return "contains '/'"
-    if any(ch.isspace() for ch in name):
-        return "contains whitespace"
-    if name in (".", ".."):
-        return "is '.' or '..'"
-    return None
+    """Why `name` is not a usable interface name, or None: the bond CNI's own rule (which is the
+    kernel's), so a pod admitted here is not refused on the node."""
+    return ifname_problem(name)
 
 
 def parse_networks(value: str) -> list[NetworkSelection]:

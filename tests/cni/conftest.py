@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cni.spec import SUPPORTED_VERSIONS
+from cni.core.spec import SUPPORTED_VERSIONS
 
 ALL_VERSIONS = SUPPORTED_VERSIONS
 

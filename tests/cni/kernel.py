@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cni import main
+from cni.plugin import dispatch
 from tests.rigs.netns import PodNet, ip
 
 CNI_PATH = "/usr/lib/cni"
@@ -19,6 +19,7 @@ def invoke(
     container: str = "c1",
     ifname: str = "bond0",
     netns: str | None = None,
+    cni_path: str = CNI_PATH,
 ) -> dict[str, Any] | None:
     """One plugin call in this process (the logic under test, without per-call imports)."""
     env = {
@@ -26,9 +27,9 @@ def invoke(
         "CNI_CONTAINERID": container,
         "CNI_NETNS": netns if netns is not None else (net.pod_netns_path if net else ""),
         "CNI_IFNAME": ifname,
-        "CNI_PATH": CNI_PATH,
+        "CNI_PATH": cni_path,
     }
-    return main.run(command, env, json.dumps(conf).encode())
+    return dispatch.run(command, env, json.dumps(conf).encode())
 
 
 def link_details(net: PodNet, name: str) -> dict[str, Any] | None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from cni import result
-from cni.errors import CNIError
-from cni.spec import SUPPORTED_VERSIONS, at_least
+from cni.core import result
+from cni.core.errors import CNIError
+from cni.core.spec import SUPPORTED_VERSIONS, at_least
 from tests.cni.conftest import bond_config
 from tests.cni.kernel import addresses, invoke, link_details, slaves_released
 from tests.poll import poll
@@ -93,40 +93,65 @@ MODES: list[tuple[dict[str, Any], dict[str, Any], str]] = [
 ]
 
 
-def test_every_mode_options_visible_results_parse_and_del(pod_net: PodNet) -> None:
-    for n, (fields, shown, proc_mode) in enumerate(MODES):
-        version = SUPPORTED_VERSIONS[n % len(SUPPORTED_VERSIONS)]
-        conf = bond_config(version, **fields, haChecks="off")
-        out = invoke("ADD", pod_net, conf)
-        assert out is not None
-        assert out["cniVersion"] == version
-        assert [i["name"] for i in out["interfaces"]] == ["bond0", "net1", "net2"]
-        assert result.parse(out).render(version) == out  # parses back in its own version
+ARP_MODES = {"balance-xor"}  # the one mode above on ARP monitoring: no carrier without an IP
 
-        details = link_details(pod_net, "bond0")
-        assert details is not None
-        data = details["linkinfo"]["info_data"]
-        for key, value in shown.items():
-            assert data[key] == value, (fields["mode"], key, data[key])
-        assert "UP" in details["flags"]
-        if (
-            fields.get("failOverMac") != 1
-        ):  # with fail_over_mac active the MAC follows the active leg
-            assert out["interfaces"][0]["mac"] == details["address"], fields["mode"]
-        if "mtu" in fields:
-            assert details["mtu"] == fields["mtu"]
-        if "runtimeConfig" in fields:
-            assert details["address"] == fields["runtimeConfig"]["mac"]
-        status = bonding_status(pod_net.pod_netns, "bond0")
-        assert f"Bonding Mode: {proc_mode}" in status
-        assert status.count("Slave Interface:") == 2
-        for link in pod_net.links:
-            slave = link_details(pod_net, link)
-            assert slave is not None and slave.get("master") == "bond0" and "UP" in slave["flags"]
 
-        assert invoke("DEL", pod_net, conf) is None
-        assert slaves_released(pod_net), fields["mode"]
-        assert invoke("DEL", pod_net, conf) is None  # idempotent
+@pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
+@pytest.mark.parametrize(
+    ("fields", "shown", "proc_mode"), [pytest.param(*m, id=m[0]["mode"]) for m in MODES]
+)
+def test_mode_options_visible_carrier_up_result_parses_and_del(
+    pod_net: PodNet, fields: dict[str, Any], shown: dict[str, Any], proc_mode: str, version: str
+) -> None:
+    conf = bond_config(version, **fields, haChecks="off")
+    out = invoke("ADD", pod_net, conf)
+    assert out is not None
+    assert out["cniVersion"] == version
+    assert [i["name"] for i in out["interfaces"]] == ["bond0", "net1", "net2"]
+    assert result.parse(out).render(version) == out  # parses back in its own version
+
+    details = link_details(pod_net, "bond0")
+    assert details is not None
+    data = details["linkinfo"]["info_data"]
+    for key, value in shown.items():
+        assert data[key] == value, (key, data[key])
+    assert "UP" in details["flags"]
+    if fields["mode"] not in ARP_MODES:  # ADD returned with a bond that carries traffic
+        assert "LOWER_UP" in details["flags"], details["flags"]
+    if fields.get("failOverMac") != 1:  # with fail_over_mac active the MAC follows the active leg
+        assert out["interfaces"][0]["mac"] == details["address"]
+    if "mtu" in fields:
+        assert details["mtu"] == fields["mtu"]
+    if "runtimeConfig" in fields:
+        assert details["address"] == fields["runtimeConfig"]["mac"]
+    status = bonding_status(pod_net.pod_netns, "bond0")
+    assert f"Bonding Mode: {proc_mode}" in status
+    assert status.count("Slave Interface:") == 2
+    for link in pod_net.links:
+        slave = link_details(pod_net, link)
+        assert slave is not None and slave.get("master") == "bond0" and "UP" in slave["flags"]
+
+    assert invoke("DEL", pod_net, conf) is None
+    assert slaves_released(pod_net)
+    assert invoke("DEL", pod_net, conf) is None  # idempotent
+
+
+def test_add_returns_with_a_bond_that_carries_traffic(pod_net: PodNet) -> None:
+    """With updelay the link monitor uses a slave only half a second after it came up: ADD waits
+    for that (bounded), so the pod's first packet goes out, no retry needed."""
+    conf = bond_config(
+        "1.1.0",
+        mode="active-backup",
+        failOverMac=1,
+        miimon=100,
+        updelay=500,
+        ipam={"type": "static", "addresses": [{"address": "192.0.2.50/24"}]},
+    )
+    assert invoke("ADD", pod_net, conf) is not None
+    details = link_details(pod_net, "bond0")
+    assert details is not None and "LOWER_UP" in details["flags"], details
+    assert ping(pod_net.pod_netns, pod_net.gateway, timeout_s=2)  # one try, right away
+    assert invoke("DEL", pod_net, conf) is None
 
 
 def _host_local(tmp: Path, version: str, **fields: Any) -> dict[str, Any]:
@@ -266,6 +291,17 @@ def test_rollback_leaves_nothing_behind(pod_net: PodNet, tmp_path: Path) -> None
             pod_net,
             bond_config(ipam={"type": "static", "addresses": [{"address": "300.1.1.1/24"}]}),
         )
+    _nothing_left(pod_net)
+
+    # IPAM answers ADD with something that is not JSON (fault injection: a script of our own in
+    # a CNI_PATH of its own) after the bond is up with its slaves: error 6, all undone.
+    broken = tmp_path / "broken-ipam"
+    broken.mkdir()
+    (broken / "garbage").write_text("#!/bin/sh\ncat >/dev/null\necho 'this is not JSON'\n")
+    (broken / "garbage").chmod(0o755)
+    with pytest.raises(CNIError, match="IPAM garbage ADD printed no CNI result") as caught:
+        invoke("ADD", pod_net, bond_config(ipam={"type": "garbage"}), cni_path=str(broken))
+    assert caught.value.code == 6
     _nothing_left(pod_net)
 
     # The kernel refuses IPv6 on a bond whose MTU is below 1280: after IPAM leased both addresses.

@@ -54,7 +54,7 @@ def _cnitool(
 
 @pytest.fixture(scope="module")
 def helper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helper]:
-    # The helper's preload reads pyroute2 over 9p under TCG: tens of seconds, once.
+    # The helper's preload reads the plugin's modules over 9p under TCG: tens of seconds, once.
     with running_helper(
         tmp_path_factory.mktemp("helper") / "run" / "helper.sock", start_timeout=600
     ) as running:

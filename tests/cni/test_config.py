@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from cni import config, options, spec
-from cni.errors import DECODE_FAILURE, INVALID_CONFIG, CNIError
+from cni.core import config, options, spec
+from cni.core.errors import DECODE_FAILURE, INVALID_CONFIG, CNIError
 from tests.cni.conftest import ALL_VERSIONS, README_CONFIG, bond_config
 
 
@@ -160,7 +160,8 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({"links": [{"name": "net1"}]}, "'links'", "two or more"),
     ({"links": [{"name": "net1"}, {"name": "net1"}]}, "'links'", "unique"),
     ({"links": [{"name": "net1"}, {"ifname": "net2"}]}, "'links'", "interface name"),
-    ({"links": [{"name": "net1"}, {"name": "a-very-long-name0"}]}, "'links'", "1-15"),
+    ({"links": [{"name": "net1"}, {"name": "a-very-long-name0"}]}, "'links'", "longer than 15"),
+    ({"links": [{"name": "net1"}, {"name": "net:2"}]}, "'links'", "contains ':'"),
     ({"links": [{"name": "net1"}, {"name": "bond0"}]}, "'links'", "CNI_IFNAME"),
     ({"allSlavesActive": 2}, "'allSlavesActive'", "0, 1"),
     ({"tlbDynamicLb": 1}, "'tlbDynamicLb'", "balance-tlb, balance-alb"),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cni import diversity
-from cni.diversity import SlaveDevice
+from cni.core import diversity
+from cni.core.diversity import SlaveDevice
 
 
 def _pf(sysfs: Path, pf: str, netdev: str, vfs: list[str]) -> None:

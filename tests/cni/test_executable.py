@@ -97,7 +97,7 @@ def test_errors_in_chroot(chroot: Path) -> None:
     assert rc == 1 and out["code"] == 6 and "Traceback" not in err
     rc, out, err = _run(chroot, "ADD", bond_config("1.0.0", mode="nope"), **env)
     assert rc == 1 and out["code"] == 7 and "'mode'" in out["msg"]
-    # No /proc in the chroot: pyroute2 loads from the bundle, then cannot open the netns.
+    # No /proc in the chroot: the plugin loads from the bundle, then cannot open the netns.
     rc, out, err = _run(chroot, "ADD", bond_config("1.0.0"), **env)
     assert rc == 1 and out["code"] == 100 and "netns" in out["msg"] and "Traceback" not in err
     # DEL of a netns that is gone succeeds.

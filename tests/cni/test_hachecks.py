@@ -1,7 +1,8 @@
 """Failover readiness decisions, and reading VF facts out of a PF's netlink message.
 
 No VF-capable device exists in our VMs (Debian's kernel has no netdevsim): the RTM_NEWLINK
-messages below are built with pyroute2's own ifinfmsg class and stand in for the hardware.
+messages below are built with pyroute2's own ifinfmsg class (the tests' independent codec) and
+stand in for the hardware; cni.kernel.rtnl reads them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from typing import Any
 import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from cni import config, hachecks, hostdev, options
-from cni.diversity import SlaveDevice
-from cni.errors import INVALID_CONFIG, CNIError, apply_policy
-from cni.hachecks import VfState
+from cni.core import config, hachecks, options
+from cni.core.diversity import SlaveDevice
+from cni.core.errors import INVALID_CONFIG, CNIError, apply_policy
+from cni.core.hachecks import VfState
+from cni.kernel import hostdev, rtnl
+from cni.kernel.netlink import Netns
 from tests.cni.conftest import bond_config
 
 
@@ -64,8 +67,9 @@ def test_policy() -> None:
     assert caught.value.code == INVALID_CONFIG and "x; y" in caught.value.msg
 
 
-def _pf_message(vfs: list[tuple[int, int, int, int]]) -> ifinfmsg:
-    """An RTM_NEWLINK for a PF carrying IFLA_VFINFO_LIST, encoded and decoded as from the kernel."""
+def _pf_message(vfs: list[tuple[int, int, int, int]]) -> bytes:
+    """The payload of an RTM_NEWLINK for a PF carrying IFLA_VFINFO_LIST, as the kernel sends it,
+    encoded by pyroute2 (an independent codec) for cni.kernel.rtnl to read."""
     infos = [
         {
             "attrs": [
@@ -84,20 +88,37 @@ def _pf_message(vfs: list[tuple[int, int, int, int]]) -> ifinfmsg:
         ("IFLA_VFINFO_LIST", {"attrs": [("IFLA_VF_INFO", info) for info in infos]}),
     ]
     msg.encode()
-    decoded = ifinfmsg(msg.data)
-    decoded.decode()
-    return decoded
+    return bytes(msg.data[16:])  # past the netlink header, as Netns hands replies to rtnl
 
 
 def test_vf_state_from_pf_message() -> None:
-    msg = _pf_message([(0, 0, 1, 1), (3, 1, 0, 1)])
+    listed = rtnl.decode_vfs(_pf_message([(0, 0, 1, 1), (3, 1, 0, 1)]))
+    assert listed == (
+        rtnl.VfInfo(0, 0, trust=True, spoofchk=True),
+        rtnl.VfInfo(3, 1, trust=False, spoofchk=True),
+    )
     dev = SlaveDevice("net1", "0000:3b:02.3", "0000:3b:00.0", 3, "ens1f0")
-    state = hostdev.vf_state_from_msg(msg, dev)
+    state = hostdev.vf_state(listed, dev)
     assert state == VfState("net1", "ens1f0", 3, "enable", trust=False, spoofchk=True)
     assert hachecks.problems(_opts(mode="balance-xor"), [state]) != []
 
 
+def test_settings_a_driver_does_not_report_are_unknown() -> None:
+    """The kernel sends -1 for a setting the driver leaves alone: not 'trust on'."""
+    listed = rtnl.decode_vfs(_pf_message([(2, 2, 0xFFFFFFFF, 0xFFFFFFFF)]))
+    assert listed == (rtnl.VfInfo(2, 2, trust=None, spoofchk=None),)
+    state = hostdev.vf_state(listed, SlaveDevice("net2", "x", "y", 2, "ens1f1"))
+    assert state == VfState("net2", "ens1f1", 2, "disable", trust=None, spoofchk=None)
+
+
 def test_vf_missing_from_message_is_unknown() -> None:
-    msg = _pf_message([(0, 0, 1, 1)])
-    assert hostdev.vf_state_from_msg(msg, SlaveDevice("net1", "x", "y", 5, "ens1f0")) is None
-    assert hostdev.vf_state_from_msg(msg, SlaveDevice("net1")) is None
+    listed = rtnl.decode_vfs(_pf_message([(0, 0, 1, 1)]))
+    assert hostdev.vf_state(listed, SlaveDevice("net1", "x", "y", 5, "ens1f0")) is None
+    assert rtnl.decode_vfs(_pf_message([])) == ()
+
+
+def test_the_kernel_answers_the_vf_question_for_any_link() -> None:
+    """This host's kernel, through the plugin's own codec: no VFs on lo, no such link at all."""
+    with Netns(None) as host:
+        assert host.vfs("lo") == ()
+        assert host.vfs("no-such-pf0") is None

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from cni import wire
+from cni.helper import wire
 from tests.cni.conftest import bond_config, require
 from tests.cni.helper_rig import BOND, Helper, call, running_helper
 from tests.poll import poll
@@ -264,14 +264,11 @@ def test_probe(helper: Helper, tmp_path: Path) -> None:
 def test_requests_run_in_one_process_each_get_their_own_logs() -> None:
     """A spare runs the plugin once idle, then for its caller: the second run's errors must land
     on the second run's stderr, not on the first's."""
-    from cni.helper import run_request  # noqa: PLC0415 - in this process, not the built bundle
+    from cni.helper.server import run_request  # noqa: PLC0415 - in this process, not the bundle
 
     environ = dict(os.environ)
-    try:
-        bad = wire.Request({**ENV, "CNI_COMMAND": "ADD"}, b"{oops")
-        first, second = run_request(bad), run_request(bad)
-    finally:
-        os.environ.clear()
-        os.environ.update(environ)
+    bad = wire.Request({**ENV, "CNI_COMMAND": "ADD"}, b"{oops")
+    first, second = run_request(bad), run_request(bad)
     assert first == second
     assert second.code == 1 and b"bond-cni ERROR ADD failed: code 6" in second.stderr
+    assert os.environ == environ  # the request's environment stays the request's

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from cni import result
-from cni.errors import INCOMPATIBLE_VERSION, CNIError
-from cni.ipam import Ipam
+from cni.core import result
+from cni.core.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError
+from cni.plugin.ipam import Ipam
 from tests.cni.conftest import ALL_VERSIONS, bond_config, require
 
 
@@ -78,3 +78,20 @@ def test_ipam_errors_keep_their_code(tmp_path: Path) -> None:
         Ipam(conf, _env()).add()
     assert caught.value.msg.startswith("IPAM host-local ADD")
     assert caught.value.code != INCOMPATIBLE_VERSION
+
+
+@pytest.mark.parametrize("command", ["ADD", "STATUS"])
+def test_an_ipam_that_prints_no_json_is_error_6_naming_it(tmp_path: Path, command: str) -> None:
+    # Fault injection: a real executable in its own CNI_PATH stands in for a broken IPAM plugin.
+    script = tmp_path / "garbage"
+    script.write_text("#!/bin/sh\ncat >/dev/null\necho 'this is not JSON'\n")
+    script.chmod(0o755)
+    ipam = Ipam(
+        bond_config("1.1.0", ipam={"type": "garbage"}), {**_env(), "CNI_PATH": str(tmp_path)}
+    )
+    with pytest.raises(CNIError) as caught:
+        ipam.add() if command == "ADD" else ipam.status()
+    asked = "ADD" if command == "ADD" else "VERSION"  # STATUS first asks what it speaks
+    assert caught.value.code == DECODE_FAILURE
+    assert caught.value.msg.startswith(f"IPAM garbage {asked} printed no CNI result")
+    assert "this is not JSON" in caught.value.details

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ ENV = {
 def plugin(command: str, stdin: bytes, **env: str) -> tuple[int, Any, str]:
     full = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": command, **env}
     proc = subprocess.run(
-        [sys.executable, "-m", "cni.main"],
+        [sys.executable, "-m", "cni"],
         input=stdin,
         env=full,
         capture_output=True,
@@ -80,15 +81,62 @@ def test_del_of_gone_netns_succeeds_silently() -> None:
     assert (rc, out) == (0, None), err
 
 
-def test_internal_error_is_json_not_traceback(tmp_path: Any) -> None:
-    # A netns path that exists but is no namespace: opening it fails deep inside pyroute2.
+def test_a_netns_path_that_is_no_namespace_is_named(tmp_path: Path) -> None:
     fake = tmp_path / "netns"
     fake.write_text("")
     rc, out, err = plugin(
         "ADD", json.dumps(bond_config()).encode(), **{**ENV, "CNI_NETNS": str(fake)}
     )
-    assert rc != 0 and out["code"] >= 100
-    assert "Traceback" not in err
+    error = _error(rc, out, err, 100)
+    assert error["msg"] == f"cannot open netns {fake}"
+
+
+def _fake_ipam(directory: Path, name: str, stdout: str) -> Path:
+    """Fault injection: an IPAM "plugin" that answers every command with `stdout` and exit 0. A
+    real executable in a CNI_PATH of its own; no real IPAM misbehaves on demand."""
+    directory.mkdir(exist_ok=True)
+    script = directory / name
+    script.write_text(f"#!/bin/sh\ncat >/dev/null\nprintf '%s' '{stdout}'\n")
+    script.chmod(0o755)
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("stdout", "problem"),
+    [("this is not JSON", "Expecting value"), ("[1, 2]", "a JSON list, not an object")],
+)
+def test_ipam_printing_no_result_is_a_clear_error_6(
+    tmp_path: Path, stdout: str, problem: str
+) -> None:
+    path = _fake_ipam(tmp_path / "cni-bin", "garbage", stdout)
+    conf = bond_config("1.1.0", ipam={"type": "garbage"})
+    rc, out, err = plugin("STATUS", json.dumps(conf).encode(), CNI_PATH=str(path))
+    error = _error(rc, out, err, 6)
+    assert error["msg"].startswith("IPAM garbage VERSION printed no CNI result: " + problem)
+    assert stdout[:10] in error["details"]
+
+
+def test_internal_error_branch_answers_json_not_a_traceback(tmp_path: Path) -> None:
+    """A fault no check anticipates: the process runs out of file descriptors (a real limit the
+    kernel enforces, set with prlimit) while it starts the IPAM plugin."""
+    conf = bond_config("1.1.0", ipam={"type": "host-local", "subnet": "192.0.2.0/24"})
+    full = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "STATUS", **ENV}
+    proc = subprocess.run(
+        ["prlimit", "--nofile=8", sys.executable, "-m", "cni"],
+        input=json.dumps(conf).encode(),
+        env=full,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    error = _error(proc.returncode, json.loads(proc.stdout), proc.stderr.decode(), 100)
+    assert error == {
+        "cniVersion": "1.1.0",
+        "code": 100,
+        "msg": "internal error: OSError",
+        "details": "[Errno 24] Too many open files",
+    }
+    assert "internal error OSError" in proc.stderr.decode()
 
 
 def test_log_file_gets_info_lines_stderr_only_warnings(tmp_path: Any) -> None:

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from cni import result
-from cni.errors import DECODE_FAILURE, CNIError
-from cni.spec import at_least
+from cni.core import result
+from cni.core.errors import DECODE_FAILURE, CNIError
+from cni.core.spec import at_least
 from tests.cni.conftest import ALL_VERSIONS
 
 NS = "/run/netns/pod"

@@ -1,4 +1,4 @@
-"""cni.rtnl's messages, checked against an independent codec: pyroute2's message classes.
+"""cni.kernel.rtnl's messages, checked against an independent codec: pyroute2's message classes.
 
 What the kernel does with them is the kernel tier's business (every option read back with
 `ip -d link`); here, that each request says what it means and each reply is read right.
@@ -14,7 +14,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from cni import rtnl
+from cni.kernel import rtnl
 
 # BondOptions field -> pyroute2's IFLA_BOND_* name, and a value for each.
 PYROUTE2_NAME = {
@@ -113,7 +113,7 @@ def test_new_route() -> None:
 
 def test_decode_link_reads_what_pyroute2_wrote() -> None:
     msg = ifinfmsg()
-    msg["index"], msg["flags"], msg["change"] = 8, rtnl.IFF_UP, 0
+    msg["index"], msg["flags"], msg["change"] = 8, rtnl.IFF_UP | rtnl.IFF_LOWER_UP, 0
     data = [
         ("IFLA_BOND_" + f.upper() if f not in PYROUTE2_NAME else PYROUTE2_NAME[f], v)
         for f, v in VALUES.items()
@@ -138,6 +138,7 @@ def test_decode_link_reads_what_pyroute2_wrote() -> None:
         mac="02:00:5e:10:00:01",
         mtu=9000,
         up=True,
+        carrier=True,
         master=None,
         kind="bond",
         bond=VALUES,
@@ -176,3 +177,10 @@ def test_split_and_errors() -> None:
     assert refused is not None and (refused.errno, refused.kernel_message) == (17, "exists")
     plain = rtnl.error(0, struct.pack("=i", -19) + request)  # no extack: errno alone
     assert plain is not None and (plain.errno, plain.kernel_message) == (19, "")
+
+
+def test_get_link_with_vfs_asks_for_the_vf_list() -> None:
+    msg = _parsed(rtnl.get_link("ens1f0", vfs=True), ifinfmsg)
+    assert msg.get_attr("IFLA_IFNAME") == "ens1f0"
+    assert msg.get_attr("IFLA_EXT_MASK") == rtnl.RTEXT_FILTER_VF
+    assert _parsed(rtnl.get_link("ens1f0"), ifinfmsg).get_attr("IFLA_EXT_MASK") is None

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from cni import wire
+from cni.helper import wire
 
 
 def test_request_round_trip() -> None:

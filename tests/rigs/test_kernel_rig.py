@@ -142,9 +142,10 @@ def test_skips():
     pytest.skip("no second NIC here")
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("mode", ["active-backup", "balance-xor"])
-def test_param(mode):
-    assert mode
+@pytest.mark.parametrize("version", ["0.3.1", "1.1.0"])
+@pytest.mark.parametrize("mode", ["active-backup", "802.3ad"])
+def test_param(mode, version):
+    assert (mode, version) != ("802.3ad", "0.3.1"), "deliberate failure of one combination"
 
 def test_on_the_host():
     assert "BOND_INJECTOR_IN_VM" not in os.environ
@@ -190,11 +191,16 @@ def test_inner_failure_fails_the_outer_run_under_its_own_name(tmp_path: Path) ->
     assert "deliberate inner failure" in out
     assert "test_throwaway.py::test_skips SKIPPED" in out
     assert "no second NIC here" in out
-    assert "test_throwaway.py::test_param[active-backup] PASSED" in out
-    assert "test_throwaway.py::test_param[balance-xor] PASSED" in out
+    # Parametrised by two axes: each combination is reported under its own id, and the one
+    # that fails inside fails outside without hiding the others.
+    assert "test_throwaway.py::test_param[active-backup-0.3.1] PASSED" in out
+    assert "test_throwaway.py::test_param[active-backup-1.1.0] PASSED" in out
+    assert "test_throwaway.py::test_param[802.3ad-0.3.1] FAILED" in out
+    assert "test_throwaway.py::test_param[802.3ad-1.1.0] PASSED" in out
+    assert "deliberate failure of one combination" in out
     assert "test_throwaway.py::test_on_the_host PASSED" in out
     assert "FAILED test_throwaway.py::test_fails - AssertionError: deliberate inner failure" in out
-    assert "1 failed, 4 passed, 1 skipped" in out
+    assert "2 failed, 5 passed, 1 skipped" in out
     assert "kernel rig: host run" in out
 
 
@@ -209,13 +215,13 @@ def test_inner_crash_fails_every_kernel_test(tmp_path: Path) -> None:
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
     assert "the inner pytest wrote no" in out
-    assert "6 failed, 1 passed" in out  # every kernel test, even those that passed inside
+    assert "8 failed, 1 passed" in out  # every kernel test, even those that passed inside
 
 
 def test_no_kernel_test_selected_boots_nothing(tmp_path: Path) -> None:
     done = _outer_pytest(_throwaway_project(tmp_path, _THROWAWAY_TESTS), "-m", "not kernel")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed, 5 deselected" in done.stdout
+    assert "1 passed, 7 deselected" in done.stdout
     assert "kernel rig" not in done.stdout
     assert not (tmp_path / ".cache").exists()
 
@@ -226,4 +232,4 @@ def test_a_vm_that_cannot_start_fails_every_kernel_test(tmp_path: Path) -> None:
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
     assert "qemu-system-x86_64 not found (apt package qemu-system-x86); run `make deps`" in out
-    assert "5 failed, 1 passed" in out
+    assert "7 failed, 1 passed" in out

@@ -76,6 +76,9 @@ def test_invalid(text: str) -> None:
         ("a/b", "contains '/'"),
         ("a\tb", "contains whitespace"),
         ("..", "is '.' or '..'"),
+        ("net:1", "contains ':'"),  # the kernel (and the CNI) refuse it: deny at admission
+        ("net%d", "contains '%'"),
+        ("n\u00e9t\u00e9" * 2 + "abcdefg", "is 19 bytes in UTF-8, longer than the kernel's 15"),
     ],
 )
 def test_interface_names(name: str, problem: str | None) -> None:

@@ -95,6 +95,11 @@ DENIALS = [
         ANN + "entry 0 (x): interface name 'net 1' contains whitespace" + FIX,
     ),
     Denial(
+        "annotation: interface with a colon, which the kernel refuses",
+        pod(networks='[{"name": "x", "interface": "net:1"}]'),
+        ANN + "entry 0 (x): interface name 'net:1' contains ':'" + FIX,
+    ),
+    Denial(
         "user entry takes a profile interface",
         pod(networks="other/macvlan@net2"),
         ANN + "entry 0 (other/macvlan@net2) already uses interface net2, which profile 'default' "

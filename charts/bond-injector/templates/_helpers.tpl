@@ -168,7 +168,7 @@ in its own place, so the kubelet's SIGTERM reaches the helper itself.
 {{- define "bond-injector.cniInstaller.onNode" -}}
 {{- $args := .args }}
 {{- if .socket }}
-{{- /* The client (cni/client/bond.c) asks this path unless the runtime exports another. */}}
+{{- /* The client (cni/helper/client/bond.c) asks this path unless the runtime exports another. */}}
 {{- $args = concat .args (list "--socket" "/run/bond-cni/helper.sock") }}
 {{- end }}
 {{- $bond := printf "%s/bond" (trimSuffix "/" .ctx.Values.cniInstaller.hostBinDir) }}

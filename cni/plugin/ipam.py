@@ -1,4 +1,5 @@
-"""Run the IPAM plugin named in the config, as the spec's delegation (same env, same stdin)."""
+"""Run the IPAM plugin named in the config, as the spec's delegation: the request's own
+environment (not this process's: the helper serves many requests) and the same stdin."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import subprocess
 from collections.abc import Mapping
 from typing import Any
 
-from cni import result as results
-from cni.errors import INCOMPATIBLE_VERSION, INVALID_CONFIG, PLUGIN_FAILURE, CNIError
-from cni.spec import highest_common
+from cni.core import result as results
+from cni.core.errors import (
+    DECODE_FAILURE,
+    INCOMPATIBLE_VERSION,
+    INVALID_CONFIG,
+    PLUGIN_FAILURE,
+    CNIError,
+)
+from cni.core.spec import highest_common
 
-log = logging.getLogger("cni.ipam")
+log = logging.getLogger("cni.plugin.ipam")
 
 
 def find(plugin: str, cni_path: str) -> str:
@@ -25,7 +32,7 @@ def find(plugin: str, cni_path: str) -> str:
 
 
 def _run(path: str, command: str, conf: Mapping[str, Any], env: Mapping[str, str]) -> bytes:
-    child_env = {**os.environ, **env, "CNI_COMMAND": command}
+    child_env = {**env, "CNI_COMMAND": command}
     proc = subprocess.run(
         [path], input=json.dumps(conf).encode(), env=child_env, capture_output=True, check=False
     )
@@ -40,15 +47,38 @@ def _run(path: str, command: str, conf: Mapping[str, Any], env: Mapping[str, str
         try:
             err = json.loads(proc.stdout)
             code, msg, details = int(err["code"]), str(err["msg"]), str(err.get("details", ""))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, RecursionError):
             code, msg, details = PLUGIN_FAILURE, "failed", proc.stdout.decode(errors="replace")
         raise CNIError(code, f"IPAM {os.path.basename(path)} {command}: {msg}", details)
     return proc.stdout
 
 
+def _decode(out: bytes, plugin: str, command: str) -> dict[str, Any]:
+    """IPAM's answer as a JSON object, or error 6 naming the plugin and quoting what it said."""
+    try:
+        data = json.loads(out)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
+        problem: str = str(exc) or type(exc).__name__
+    else:
+        if isinstance(data, dict):
+            return data
+        problem = f"a JSON {type(data).__name__}, not an object"
+    raise CNIError(
+        DECODE_FAILURE,
+        f"IPAM {plugin} {command} printed no CNI result: {problem}",
+        f"its stdout began {out[:200]!r}",
+    )
+
+
 def _versions(path: str, env: Mapping[str, str]) -> list[str]:
     out = _run(path, "VERSION", {"cniVersion": "0.4.0"}, env)
-    versions = json.loads(out).get("supportedVersions", [])
+    versions = _decode(out, os.path.basename(path), "VERSION").get("supportedVersions")
+    if not isinstance(versions, list):
+        raise CNIError(
+            DECODE_FAILURE,
+            f"IPAM {os.path.basename(path)} VERSION: no supportedVersions list",
+            f"its stdout began {out[:200]!r}",
+        )
     return [str(v) for v in versions]
 
 
@@ -80,7 +110,7 @@ class Ipam:
 
     def add(self) -> results.Result:
         out = self._exec("ADD", self._conf)
-        parsed = results.parse(json.loads(out), f"IPAM {self._type} result")
+        parsed = results.parse(_decode(out, self._type, "ADD"), f"IPAM {self._type} result")
         if not parsed.ips:
             raise CNIError(PLUGIN_FAILURE, f"IPAM {self._type} returned no IP addresses")
         return parsed

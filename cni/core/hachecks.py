@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cni.options import BondOptions
+from cni.core.options import BondOptions
 
 # IFLA_VF_LINK_STATE_* values.
 LINK_STATES = {0: "auto", 1: "enable", 2: "disable"}

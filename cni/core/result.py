@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cni.errors import DECODE_FAILURE, CNIError
-from cni.spec import at_least
+from cni.core.errors import DECODE_FAILURE, CNIError
+from cni.core.spec import at_least
 
 # Route fields that only 1.1.0 defines; older results must not carry them.
 _ROUTE_FIELDS_1_1 = ("mtu", "advmss", "priority", "table", "scope")

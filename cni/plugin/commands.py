@@ -1,4 +1,4 @@
-"""ADD, DEL, CHECK, STATUS and GC of the bond plugin; the dispatcher in cni.main calls them."""
+"""ADD, DEL, CHECK, STATUS and GC of the bond plugin; cni.plugin.dispatch calls them."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from cni import result as results
-from cni.config import BondConfig
-from cni.errors import INVALID_CONFIG, PLUGIN_FAILURE, TRY_AGAIN_LATER, CNIError, apply_policy
-from cni.netlink import Link, Netns, NetnsUnavailable, own_netns_fd
+from cni.core import result as results
+from cni.core.config import BondConfig
+from cni.core.errors import INVALID_CONFIG, PLUGIN_FAILURE, TRY_AGAIN_LATER, CNIError, apply_policy
+from cni.kernel.netlink import Link, Netns, NetnsUnavailable, own_netns_fd
 
 log = logging.getLogger("cni.bond")
 
 
 @dataclass(frozen=True)
 class Args:
-    """The CNI_* environment of one invocation (env is what IPAM gets too)."""
+    """One invocation's CNI_* values; `env` is its whole environment, which IPAM gets too."""
 
     command: str
     container_id: str
@@ -44,7 +44,7 @@ def _best_effort(what: str, step: Callable[[], object]) -> Callable[[], None]:
 def _ipam(conf: BondConfig, args: Args) -> Any:
     if conf.ipam is None:
         return None
-    from cni.ipam import Ipam  # noqa: PLC0415 - only configs with IPAM pay for subprocess
+    from cni.plugin.ipam import Ipam  # noqa: PLC0415 - only configs with IPAM pay for subprocess
 
     return Ipam(conf.raw, args.env)
 
@@ -71,7 +71,8 @@ def _readiness(conf: BondConfig, slaves: list[Link]) -> None:
     """NIC diversity and failover readiness: warn on stderr or, with enforce, refuse (error 7)."""
     if conf.nic_diversity == "off" and conf.ha_checks == "off":
         return
-    from cni import diversity, hachecks, hostdev  # noqa: PLC0415
+    from cni.core import diversity, hachecks  # noqa: PLC0415
+    from cni.kernel import hostdev  # noqa: PLC0415
 
     devices = hostdev.slave_devices(slaves)
     if unknown := diversity.unknown(devices):
@@ -160,6 +161,7 @@ def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
             for route in got.routes:
                 family = 6 if ":" in str(route["dst"]) else 4
                 pod.add_route(index, route, route.get("gw") or _gateway(got, family))
+        _wait_for_carrier(pod, index, conf, slaves)
         now = pod.links()
         bond = now.get(args.ifname)
         if bond is None or bond.index != index:
@@ -173,6 +175,29 @@ def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
         undo.pop_all()
     log.info("ADD %s: bond %s over %s", args.container_id, args.ifname, ", ".join(conf.links))
     return out.render(conf.cni_version)
+
+
+def _wait_for_carrier(pod: Netns, index: int, conf: BondConfig, slaves: list[Link]) -> None:
+    """ADD returns with a bond that carries traffic: the link monitor takes up to one interval
+    (plus updelay) to see a slave up, so wait for the bond's carrier, a few intervals at most."""
+    options = conf.options
+    interval = options.miimon or options.arp_interval or 100
+    timeout = max(0.5, ((options.updelay or 0) + 5 * interval) / 1000)
+    bond = pod.wait_for_carrier(index, timeout)
+    if bond is None or bond.carrier:
+        return
+    now = pod.links()
+    carrying = [s.name for s in slaves if s.name in now and now[s.name].carrier]
+    if carrying:
+        log.warning(
+            "bond %s has no carrier %.1f s after ADD although %s %s; check the link monitor",
+            bond.name,
+            timeout,
+            ", ".join(carrying),
+            "has" if len(carrying) == 1 else "have",
+        )
+    else:
+        log.info("bond %s has no carrier: none of its slaves has", bond.name)
 
 
 def cmd_del(args: Args, conf: BondConfig) -> None:

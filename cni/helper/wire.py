@@ -1,4 +1,4 @@
-"""The helper's wire format, shared with the C client (cni/client/bond.c).
+"""The helper's wire format, shared with the C client (cni/helper/client/bond.c).
 
     request  b"BCNI" u32 version, u32 n, n x (u32 len, b"KEY=VALUE"), u32 len, stdin
     response b"BCNI" u32 version, i32 exit code, u32 len, stdout, u32 len, stderr

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cni.errors import invalid
-from cni.options import (
+from cni.core.errors import invalid
+from cni.core.ifname import ifname_problem
+from cni.core.options import (
     AD_SELECT,
     ARP_ALL_TARGETS,
     ARP_VALIDATE,
@@ -25,7 +26,6 @@ from cni.options import (
     XMIT_HASH_POLICY,
     BondOptions,
 )
-from cni.spec import valid_ifname
 
 _TLB_ALB = ("balance-tlb", "balance-alb")
 _NO_ARP_MODES = ("802.3ad", *_TLB_ALB)
@@ -114,10 +114,8 @@ def _links(raw: Mapping[str, Any]) -> tuple[str, ...]:
     names = []
     for entry in value:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if not valid_ifname(name):
-            raise invalid(
-                "links", f"{entry!r} has no valid interface name (1-15 chars, no / : or space)"
-            )
+        if (problem := ifname_problem(name)) is not None:
+            raise invalid("links", f"{entry!r}: the interface name {problem}")
         names.append(str(name))
     if len(set(names)) != len(names):
         raise invalid("links", f"names must be unique, got {names}")

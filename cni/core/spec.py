@@ -1,12 +1,11 @@
-"""CNI wire basics: the spec versions this plugin speaks, what each allows, names, decoding."""
+"""CNI wire basics: the spec versions this plugin speaks, what each allows, decoding."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError
+from cni.core.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
@@ -56,19 +55,11 @@ def highest_common(ours: str, theirs: list[str]) -> str | None:
     return max(common, key=version_key) if common else None
 
 
-_IFNAME = re.compile(r"^[^/\s:]{1,15}$")
-
-
-def valid_ifname(name: object) -> bool:
-    """Linux's rule (dev_valid_name) plus no ':': 1-15 chars, no '/', whitespace, '.' or '..'."""
-    return isinstance(name, str) and name not in (".", "..") and bool(_IFNAME.match(name))
-
-
 def decode(stdin: bytes) -> dict[str, Any]:
     """The config object from stdin, or error 6."""
     try:
         data = json.loads(stdin)
-    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
         raise CNIError(DECODE_FAILURE, "failed to decode network config", str(exc)) from exc
     if not isinstance(data, dict):
         raise CNIError(DECODE_FAILURE, "network config is not a JSON object")

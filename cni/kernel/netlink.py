@@ -1,25 +1,28 @@
 """The netlink executor: every kernel change the plugin makes, in one netns, over rtnetlink.
 
-Requests are built by cni.rtnl and sent on a plain NETLINK_ROUTE socket (one round trip each).
+Requests are built by cni.kernel.rtnl and sent on a plain NETLINK_ROUTE socket (one round trip
+each).
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from cni import rtnl
-from cni.errors import PLUGIN_FAILURE, CNIError
-from cni.rtnl import Link, NetlinkError
+from cni.core.errors import PLUGIN_FAILURE, CNIError
+from cni.kernel import rtnl
+from cni.kernel.rtnl import Link, NetlinkError, VfInfo
 
-__all__ = ["Link", "Netns", "NetnsUnavailable", "own_netns_fd"]
+__all__ = ["Link", "Netns", "NetnsUnavailable", "VfInfo", "own_netns_fd"]
 
 _CLONE_NEWNET = 0x40000000
 _NETLINK_ROUTE = 0
 _SOL_NETLINK = 270
-_NETLINK_EXT_ACK = 11
+_NETLINK_ADD_MEMBERSHIP, _NETLINK_DROP_MEMBERSHIP, _NETLINK_EXT_ACK = 1, 2, 11
 _ENODEV = 19
 
 
@@ -91,11 +94,40 @@ class Netns:
             raise _failed(f"get link {name}", exc) from exc
         return rtnl.decode_link(replies[0][1])
 
+    def vfs(self, pf: str) -> tuple[VfInfo, ...] | None:
+        """What PF `pf` says about its VFs; None when there is no such link here."""
+        try:
+            replies = self._request(rtnl.get_link(pf, vfs=True))
+        except NetlinkError as exc:
+            if exc.errno == _ENODEV:
+                return None
+            raise _failed(f"get VFs of {pf}", exc) from exc
+        return rtnl.decode_vfs(replies[0][1])
+
     def links(self) -> dict[str, Link]:
         """Every link in the netns by name: one dump instead of a get per link."""
         replies = self._do("dump links", rtnl.dump_links())
         found = (rtnl.decode_link(p) for kind, p in replies if kind == rtnl.RTM_NEWLINK)
         return {link.name: link for link in found}
+
+    def wait_for_carrier(self, index: int, timeout: float) -> Link | None:
+        """Link `index` once it has carrier, or as it is when `timeout` (seconds) runs out; None
+        if it is gone. Woken by the kernel's link notifications (RTNLGRP_LINK), not by polling."""
+        self._sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, rtnl.RTNLGRP_LINK)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                # Read the state after subscribing, so no change between the two goes unseen.
+                link = next((x for x in self.links().values() if x.index == index), None)
+                left = deadline - time.monotonic()
+                if link is None or link.carrier or left <= 0:
+                    return link
+                readable, _, _ = select.select([self._sock], [], [], left)
+                while readable:  # drop the notifications: the next dump says it all
+                    self._sock.recv(1 << 18)
+                    readable, _, _ = select.select([self._sock], [], [], 0)
+        finally:
+            self._sock.setsockopt(_SOL_NETLINK, _NETLINK_DROP_MEMBERSHIP, rtnl.RTNLGRP_LINK)
 
     def create_bond(
         self, name: str, values: Mapping[str, Any], mtu: int | None, mac: str | None
@@ -170,30 +202,6 @@ def _netlink_socket_in(path: str) -> int:
     finally:
         os.close(home)
         os.close(target)
-
-
-def lean_import() -> None:
-    """Skip pyroute2/__init__, which imports every pyroute2 API (NDB, conntrack, IPDB...).
-
-    For the plugin process only (cni.main.main), which needs pyroute2 only to read VF facts from
-    a PF (cni.hostdev): its __init__ is ~90 ms of the import. The package's
-    submodules load as usual from the same path; a process that also wants `from pyroute2 import
-    X` (a test run, another tool) must not call this.
-    """
-    import importlib.util  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-    import types  # noqa: PLC0415
-
-    if "pyroute2" in sys.modules:
-        return
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.submodule_search_locations is None:
-        return
-    package = types.ModuleType("pyroute2")
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    package.__file__ = spec.origin
-    sys.modules["pyroute2"] = package
 
 
 def own_netns_fd() -> int:

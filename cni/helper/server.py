@@ -1,12 +1,12 @@
 """The warm per-node helper: the plugin preloaded once, a forked child per request.
 
-A Python plugin exec'd per pod attachment pays for its interpreter and pyroute2 every time
+A Python plugin exec'd per pod attachment pays for its interpreter and imports every time
 (~120 ms on a host, seconds in a TCG VM). `bond serve` pays once; the client `bond`
-(cni/client/bond.c) sends it each invocation's environment and stdin over a unix socket, a child
-forked from the warm process runs cni.main.main() on them, exactly as the plugin would in
-process, and the answer goes back. Children are forked ahead (`--spares`) and run the plugin
-once idle, so a caller waits for neither a fork nor the first copy-on-write faults. Without a
-helper the client runs the plugin in process.
+(cni/helper/client/bond.c) sends it each invocation's environment and stdin over a unix socket,
+a child forked from the warm process runs cni.plugin.dispatch.invoke() on them, exactly as the
+plugin executable does, and the answer goes back. Children are forked ahead (`--spares`) and run
+the plugin once idle, so a caller waits for neither a fork nor the first copy-on-write faults.
+Without a helper the client runs the plugin in process.
 
 The helper must run in the mount and network namespaces of the runtime that calls the plugin
 (the node's): the child opens CNI_NETNS paths, execs IPAM plugins from CNI_PATH and writes
@@ -16,10 +16,8 @@ own uid are served; the socket is created 0600 in a directory made 0700.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
-import io
 import logging
 import os
 import signal
@@ -31,7 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
-from cni import wire
+from cni.helper import wire
+from cni.plugin.dispatch import invoke
 
 DEFAULT_SOCKET = "/run/bond-cni/helper.sock"
 log = logging.getLogger("bond-cni-helper")
@@ -43,31 +42,15 @@ class HelperError(Exception):
 
 def preload() -> None:
     """Import and warm everything a request needs, so no child imports anything again."""
-    from cni.netlink import lean_import  # noqa: PLC0415
-
-    lean_import()
     import json  # noqa: PLC0415, F401
     import logging.handlers  # noqa: PLC0415, F401
     import subprocess  # noqa: PLC0415, F401
 
-    # pyroute2 reads VF facts from the PFs (haChecks); its first session loads its NLA plugins.
-    from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415
+    from cni.core import config, diversity, hachecks, options, result  # noqa: PLC0415, F401
+    from cni.kernel import hostdev  # noqa: PLC0415, F401
+    from cni.kernel.netlink import Netns  # noqa: PLC0415
+    from cni.plugin import commands, ipam  # noqa: PLC0415, F401
 
-    from cni import (  # noqa: PLC0415, F401
-        commands,
-        config,
-        diversity,
-        hachecks,
-        hostdev,
-        ipam,
-        main,
-        options,
-        result,
-    )
-    from cni.netlink import Netns  # noqa: PLC0415
-
-    with IPRoute() as ipr:
-        ipr.link("get", index=1)
     with Netns(None) as host:
         host.links()
         host.link("lo")
@@ -109,7 +92,7 @@ def _peer(conn: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def _read_to_eof(conn: socket.socket, limit: int) -> bytes:
+def read_to_eof(conn: socket.socket, limit: int) -> bytes:
     chunks, size = [], 0
     while chunk := conn.recv(65536):
         size += len(chunk)
@@ -120,33 +103,8 @@ def _read_to_eof(conn: socket.socket, limit: int) -> bytes:
 
 
 def run_request(request: wire.Request) -> wire.Response:
-    """cni.main.main() on one request's environment and stdin, its output captured (child only).
-
-    The plugin's logging is left as found: main() binds its handlers to this request's stderr
-    (and logFile), which must not catch the next request run in the same process."""
-    from cni import main as plugin  # noqa: PLC0415
-
-    os.environ.clear()
-    os.environ.update(request.env)
-    out, err = io.BytesIO(), io.BytesIO()
-    saved = sys.stdin, sys.stdout, sys.stderr
-    plugin_log = logging.getLogger("cni")
-    handlers, level = list(plugin_log.handlers), plugin_log.level
-    sys.stdin = io.TextIOWrapper(io.BytesIO(request.stdin), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
-    sys.stderr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
-    try:
-        code = plugin.main()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        return wire.Response(code, out.getvalue(), err.getvalue())
-    finally:
-        sys.stdin, sys.stdout, sys.stderr = saved
-        for handler in plugin_log.handlers:
-            if handler not in handlers:
-                handler.close()
-        plugin_log.handlers[:] = handlers
-        plugin_log.setLevel(level)
+    """The plugin on one request's environment and stdin (in a child)."""
+    return wire.Response(*invoke(request.env, request.stdin))
 
 
 def _child(conn: socket.socket, peer: int, timeout: float) -> NoReturn:
@@ -157,7 +115,7 @@ def _child(conn: socket.socket, peer: int, timeout: float) -> NoReturn:
         started = time.monotonic()
         # Diagnostics only: a set of ~300 module names per request, when someone asks.
         before = set(sys.modules) if log.isEnabledFor(logging.DEBUG) else None
-        request = wire.decode_request(_read_to_eof(conn, wire.MAX_REQUEST))
+        request = wire.decode_request(read_to_eof(conn, wire.MAX_REQUEST))
         response = run_request(request)
         conn.sendall(wire.encode_response(response))
         log.info(
@@ -353,56 +311,3 @@ def serve(
             time.sleep(0.05)
         log.info("stopped, %d requests unfinished", len(pool.children))
     return 0
-
-
-def probe(path: str, timeout: float) -> int:
-    """Exit 0 when a helper answers VERSION at `path` (a readiness and liveness check)."""
-    import json  # noqa: PLC0415
-
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(path)
-            conn.sendall(wire.encode_request({"CNI_COMMAND": "VERSION"}, b""))
-            conn.shutdown(socket.SHUT_WR)
-            response = wire.decode_response(_read_to_eof(conn, wire.MAX_REQUEST))
-        versions = json.loads(response.stdout)["supportedVersions"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"bond-cni helper at {path}: no answer: {exc}", file=sys.stderr)
-        return 1
-    if response.code != 0:
-        print(f"bond-cni helper at {path}: VERSION exit {response.code}", file=sys.stderr)
-        return 1
-    print(f"bond-cni helper at {path} answers, CNI versions {' '.join(versions)}")
-    return 0
-
-
-def cli(argv: list[str]) -> int:
-    """`bond serve` and `bond probe` (the plugin itself takes no arguments)."""
-    parser = argparse.ArgumentParser(prog="bond", description=__doc__.split("\n", 1)[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    default = os.environ.get("BOND_CNI_HELPER_SOCKET") or DEFAULT_SOCKET
-    serve_cmd = commands.add_parser("serve", help="run the per-node helper")
-    serve_cmd.add_argument("--socket", default=default, help=f"(default {default})")
-    serve_cmd.add_argument("--max-children", type=int, default=64, help="requests in flight")
-    serve_cmd.add_argument("--request-timeout", type=float, default=300.0, help="seconds")
-    serve_cmd.add_argument("--spares", type=int, default=2, help="children forked ahead")
-    serve_cmd.add_argument("--log-level", default="INFO", help="DEBUG lists lazy imports")
-    probe_cmd = commands.add_parser("probe", help="exit 0 when a helper answers")
-    probe_cmd.add_argument("--socket", default=default, help=f"(default {default})")
-    probe_cmd.add_argument("--timeout", type=float, default=5.0, help="seconds")
-    args = parser.parse_args(argv)
-    if args.command == "probe":
-        return probe(args.socket, args.timeout)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bond-cni helper %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(args.log_level.upper())
-    log.propagate = False
-    if args.max_children < 0 or args.spares < 0:
-        parser.error("--max-children and --spares must be 0 or more")
-    try:
-        return serve(args.socket, args.max_children, args.request_timeout, args.spares)
-    except HelperError as exc:
-        log.error("%s", exc)
-        return 2

@@ -1,8 +1,8 @@
 /*
  * bond: the bond CNI plugin as the runtime sees it, a thin client of the per-node helper.
  *
- * A Python plugin pays for its interpreter and pyroute2 on every exec; the helper
- * (`bond-plugin serve`, see cni/helper.py) pays once and forks a warm child per request. This
+ * A Python plugin pays for its interpreter and its imports on every exec; the helper
+ * (`bond-plugin serve`, see cni/helper/server.py) pays once and forks a warm child per request. This
  * client forwards one invocation to it over a unix socket and prints the answer:
  *
  *   request  "BCNI" u32 version, u32 n, n x (u32 len, "KEY=VALUE"), u32 len, stdin

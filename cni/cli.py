@@ -1,0 +1,59 @@
+"""The `bond` executable (bond-plugin in the bundle, `bond-cni` as a console script).
+
+Without arguments it is the CNI plugin, as runtimes call it; `bond serve` runs the warm per-node
+helper and `bond probe` asks one whether it answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        from cni.plugin.dispatch import main as plugin  # noqa: PLC0415
+
+        return plugin()
+    return _helper_cli(args)
+
+
+def _helper_cli(argv: list[str]) -> int:
+    from cni.helper.server import DEFAULT_SOCKET  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="bond", description="the bond CNI plugin's warm per-node helper"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    default = os.environ.get("BOND_CNI_HELPER_SOCKET") or DEFAULT_SOCKET
+    serve_cmd = commands.add_parser("serve", help="run the per-node helper")
+    serve_cmd.add_argument("--socket", default=default, help=f"(default {default})")
+    serve_cmd.add_argument("--max-children", type=int, default=64, help="requests in flight")
+    serve_cmd.add_argument("--request-timeout", type=float, default=300.0, help="seconds")
+    serve_cmd.add_argument("--spares", type=int, default=2, help="children forked ahead")
+    serve_cmd.add_argument("--log-level", default="INFO", help="DEBUG lists lazy imports")
+    probe_cmd = commands.add_parser("probe", help="exit 0 when a helper answers")
+    probe_cmd.add_argument("--socket", default=default, help=f"(default {default})")
+    probe_cmd.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    args = parser.parse_args(argv)
+    if args.command == "probe":
+        from cni.helper.probe import probe  # noqa: PLC0415
+
+        return probe(args.socket, args.timeout)
+    if args.max_children < 0 or args.spares < 0:
+        parser.error("--max-children and --spares must be 0 or more")
+    from cni.helper.server import HelperError, log, serve  # noqa: PLC0415
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bond-cni helper %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(args.log_level.upper())
+    log.propagate = False
+    try:
+        return serve(args.socket, args.max_children, args.request_timeout, args.spares)
+    except HelperError as exc:
+        log.error("%s", exc)
+        return 2
