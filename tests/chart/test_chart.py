@@ -30,9 +30,9 @@ from webhook.profiles import parse_profiles
 
 CI_IDS = [p.stem for p in CI_VALUES]
 FULLNAME = "bond-injector"  # the release name already contains the chart name
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"} | {
-    "PriorityClass"
-}
+CLUSTER_SCOPED = frozenset(
+    ["ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "PriorityClass"]
+)
 HELPER = CHART / "ci" / "helper-values.yaml"
 
 
