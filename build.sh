@@ -55,7 +55,8 @@ mkdir "$bundle/_glibc"
 needs=$(find "$bundle" -type f -name '*.so*' -o -type f -name bond-plugin.bin | xargs -r ldd 2>/dev/null |
     awk '$2 == "=>" && $3 ~ /^\// {print $1, $3} $1 ~ /^\/.*ld-linux/ {print "ld-linux-x86-64.so.2", $1}' |
     sort -u)
-needs+=$'\n'"libgcc_s.so.1 $(ldconfig -p | awk '$1 == "libgcc_s.so.1" && /x86-64/ {print $NF; exit}')"
+# (awk reads to the end: an early exit would SIGPIPE ldconfig and fail the pipe under pipefail)
+needs+=$'\n'"libgcc_s.so.1 $(ldconfig -p | awk '$1 == "libgcc_s.so.1" && /x86-64/ && !p {p = $NF} END {print p}')"
 while read -r soname path; do
     [ -n "$soname" ] || continue
     case "$path" in "$bundle"/*) continue ;; esac
