@@ -51,11 +51,17 @@ bundle="$work/dist/bond-plugin"
 mv "$bundle/bond-plugin" "$bundle/bond-plugin.bin"
 ${CC:-cc} -static -O2 -s -Wall -Wextra -Werror -o "$bundle/bond-plugin" tools/plugin-launcher.c
 mkdir "$bundle/_glibc"
-# glibc dlopens libgcc_s for thread cancellation and unwinding: it travels too.
-needs=$(find "$bundle" -type f -name '*.so*' -o -type f -name bond-plugin.bin | xargs -r ldd 2>/dev/null |
-    awk '$2 == "=>" && $3 ~ /^\// {print $1, $3} $1 ~ /^\/.*ld-linux/ {print "ld-linux-x86-64.so.2", $1}' |
-    sort -u)
-# (awk reads to the end: an early exit would SIGPIPE ldconfig and fail the pipe under pipefail)
+# What the build host's loader resolves for each ELF file (ldd exits non-zero for a file that is
+# not dynamic; "not found" is what matters, and stops the build).
+deps=$(find "$bundle" -type f \( -name '*.so*' -o -name bond-plugin.bin \) -exec ldd {} + 2>/dev/null || true)
+if grep -q 'not found' <<<"$deps"; then
+    echo "build.sh: libraries the bundle needs are missing on this host:" >&2
+    grep 'not found' <<<"$deps" | sort -u >&2
+    exit 1
+fi
+needs=$(awk '$2 == "=>" && $3 ~ /^\// {print $1, $3} $1 ~ /^\/.*ld-linux/ {print "ld-linux-x86-64.so.2", $1}' <<<"$deps" | sort -u)
+# glibc dlopens libgcc_s for thread cancellation and unwinding: it travels too. (awk reads to the
+# end: an early exit would SIGPIPE ldconfig and fail the pipe under pipefail.)
 needs+=$'\n'"libgcc_s.so.1 $(ldconfig -p | awk '$1 == "libgcc_s.so.1" && /x86-64/ && !p {p = $NF} END {print p}')"
 while read -r soname path; do
     [ -n "$soname" ] || continue
