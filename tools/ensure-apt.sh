@@ -5,8 +5,10 @@ pkgs=(
   qemu-system-x86       # the kernel VM (TCG)
   linux-image-amd64     # Debian's stock kernel, which has the bonding module
   containernetworking-plugins  # real IPAM plugins: host-local, static
-  busybox-static        # the chroot test of the self-contained CNI executable
-  gcc libc6-dev         # build.sh: the static C client of the CNI helper
+  busybox-static        # the chroot tests of the self-contained CNI executable
+  mmdebstrap            # tests/bundle: a Debian bullseye root (glibc 2.31) for the bundle
+  binutils              # build.sh (PyInstaller's objdump) and tests/bundle's readelf scan
+  gcc libc6-dev         # build.sh: the static C client of the CNI helper and its launcher
   iproute2 iputils-ping ethtool kmod
 )
 missing=()

@@ -30,6 +30,10 @@ from webhook.profiles import parse_profiles
 
 CI_IDS = [p.stem for p in CI_VALUES]
 FULLNAME = "bond-injector"  # the release name already contains the chart name
+CLUSTER_SCOPED = frozenset(
+    ["ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "PriorityClass"]
+)
+HELPER = CHART / "ci" / "helper-values.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,9 @@ def test_ci_value_sets_exist() -> None:
         "url-values",
         "no-nads-values",
         "failurepolicy-ignore-values",
-        "helper-disabled-values",
+        "helper-values",
+        "helper-procnetns-values",
+        "networkpolicy-values",
     }
 
 
@@ -69,7 +75,7 @@ def test_every_value_set_renders_labelled_objects_one_kind_per_file(values: Path
         assert labels.get("app.kubernetes.io/instance") == RELEASE, r.source
         assert labels.get("app.kubernetes.io/managed-by") == "Helm", r.source
         assert "app.kubernetes.io/component" in labels, r.source
-        if r.kind not in {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}:
+        if r.kind not in CLUSTER_SCOPED:
             assert r.obj["metadata"]["namespace"] == NAMESPACE, r.source
         # `<component>-<kind>.yaml`, one kind per file (cert-manager's layout).
         stem = Path(r.source).stem
@@ -85,9 +91,10 @@ def test_defaults_render_the_whole_installation(default: list[Rendered]) -> None
         + ["ClusterRoleBinding"] * 3
         + ["Role"] * 2
         + ["RoleBinding"] * 2
-        + ["ServiceAccount"] * 3
+        + ["ServiceAccount"] * 4
         + ["ConfigMap", "CronJob", "DaemonSet", "Deployment", "Job", "Job"]
         + ["MutatingWebhookConfiguration", "PodDisruptionBudget", "Pod", "Service"]
+        + ["PriorityClass"]
         + ["NetworkAttachmentDefinition"] * 3
     )
 
@@ -239,6 +246,54 @@ def test_webhook_deployment_is_hardened(default: list[Rendered]) -> None:
     assert "checksum/profiles" in spec["template"]["metadata"]["annotations"]
 
 
+def test_one_replica_gets_a_budget_a_drain_can_meet() -> None:
+    """minAvailable: 1 over one pod would block every node drain for good."""
+    objects = render(CHART / "ci" / "networkpolicy-values.yaml")
+    assert one(objects, "Deployment")["spec"]["replicas"] == 1
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in one(objects, "PodDisruptionBudget")["spec"]
+    two = render(sets=("webhook.replicaCount=2", "webhook.podDisruptionBudget.minAvailable=1"))
+    assert one(two, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+
+
+def test_the_webhook_runs_at_the_charts_own_priority(default: list[Rendered]) -> None:
+    pod = one(default, "Deployment")["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == f"{FULLNAME}-webhook"
+    priority = one(default, "PriorityClass")
+    assert priority["metadata"]["name"] == f"{FULLNAME}-webhook"
+    assert priority["value"] == 1000000  # an integer: the apiserver refuses 1e+06
+    assert priority["globalDefault"] is False
+    # A class of your own replaces it, and the chart then creates none.
+    objects = render(CHART / "ci" / "networkpolicy-values.yaml")
+    assert "PriorityClass" not in kinds(objects)
+    spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    off = render(sets=("webhook.priorityClass.create=false",))
+    assert "PriorityClass" not in kinds(off)
+    assert "priorityClassName" not in one(off, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_the_network_policy_is_optional_and_admits_only_the_apiserver(
+    default: list[Rendered],
+) -> None:
+    assert "NetworkPolicy" not in kinds(default)
+    objects = render(CHART / "ci" / "networkpolicy-values.yaml")
+    policy = one(objects, "NetworkPolicy")["spec"]
+    webhook = one(objects, "Deployment")["spec"]
+    assert policy["podSelector"] == webhook["selector"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    cidrs = [{"ipBlock": {"cidr": "10.0.0.0/24"}}, {"ipBlock": {"cidr": "fd00::/64"}}]
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8443}], "from": cidrs}]
+    assert policy["egress"] == [{"ports": [{"protocol": "TCP", "port": 6443}], "to": cidrs}]
+    (container,) = webhook["template"]["spec"]["containers"]
+    assert container["ports"][0]["containerPort"] == 8443  # the port the policy opens
+    anywhere = one(render(sets=("webhook.networkPolicy.enabled=true",)), "NetworkPolicy")["spec"]
+    assert anywhere["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8443}]}]
+    assert anywhere["egress"] == [
+        {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+    ]
+
+
 def _rules(objects: list[Rendered], kind: str, suffix: str) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = one(objects, kind, suffix)["rules"]
     return rules
@@ -253,16 +308,19 @@ def test_rbac_is_least_privilege(default: list[Rendered]) -> None:
         }
     ]
     secret = f"{FULLNAME}-webhook-tls"
+    read_update = {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": [secret, f"{secret}-ca"],
+        "verbs": ["get", "update"],
+    }
+    # Only the install hook makes the Secrets; the renewal CronJob only renews them.
+    assert _rules(default, "Role", "-certgen-hook") == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        read_update,
+    ]
+    assert _rules(default, "Role", "-certgen") == [read_update]
     for suffix in ("-certgen", "-certgen-hook"):
-        assert _rules(default, "Role", suffix) == [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-            {
-                "apiGroups": [""],
-                "resources": ["secrets"],
-                "resourceNames": [secret, f"{secret}-ca"],
-                "verbs": ["get", "update"],
-            },
-        ]
         assert _rules(default, "ClusterRole", suffix) == [
             {
                 "apiGroups": ["admissionregistration.k8s.io"],
@@ -311,8 +369,8 @@ def _installer_pod(objects: list[Rendered]) -> dict[str, Any]:
     return pod
 
 
-# The installer container, as the chart rendered it before the helper existed (and still does
-# with the helper off), less INSTALL_ONLY.
+# The installer container, as the chart renders it without the helper (the default), less
+# INSTALL_ONLY, which the helper's init container adds.
 INSTALL_ENV = [{"name": "CNI_BIN_DIR", "value": "/host/cni/bin"}]
 INSTALL_CONTAINER: dict[str, Any] = {
     "name": "install",
@@ -330,32 +388,77 @@ INSTALL_CONTAINER: dict[str, Any] = {
     },
     "volumeMounts": [{"name": "cni-bin", "mountPath": "/host/cni/bin"}],
 }
-ON_NODE = ["nsenter", "--target", "1", "--mount", "--net", "--"]
+SOCKET = "/run/bond-cni/helper.sock"  # the client's default: the runtime passes no other
 
 
-def test_cni_installer_reaches_every_node_and_reinstalls_on_upgrade(
+def test_cni_installer_reaches_sriov_nodes_with_its_own_token_less_account(
     default: list[Rendered],
 ) -> None:
-    daemonset = one(default, "DaemonSet")
     spec = _installer_pod(default)
     assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["nodeSelector"] == {
+        "kubernetes.io/os": "linux",
+        "feature.node.kubernetes.io/network-sriov.capable": "true",
+    }
     assert spec["volumes"] == [
-        {
-            "name": "cni-bin",
-            "hostPath": {"path": "/opt/cni/bin", "type": "DirectoryOrCreate"},
-        }
+        {"name": "cni-bin", "hostPath": {"path": "/opt/cni/bin", "type": "DirectoryOrCreate"}}
     ]
+    account = one(default, "ServiceAccount", "-cni-installer")
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
     assert spec["automountServiceAccountToken"] is False
-    # helm template renders revision 1; an upgrade renders another and so rolls the pods.
-    annotations = daemonset["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["bond-injector.io/installed-by-revision"] == "1"
-    assert annotations["bond-injector.io/plugin-image"] == "ghcr.io/bond-injector/cni:0.1.0"
+    assert account["automountServiceAccountToken"] is False
+    everywhere = _installer_pod(render(sets=("cniInstaller.nodeSelector=null",)))
+    assert "nodeSelector" not in everywhere
+    sriov = "feature\\.node\\.kubernetes\\.io/network-sriov\\.capable"
+    linux = _installer_pod(render(sets=(f"cniInstaller.nodeSelector.{sriov}=null",)))
+    assert linux["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    own = _installer_pod(render(sets=("cniInstaller.nodeSelector.example\\.com/bond=yes",)))
+    assert own["nodeSelector"]["example.com/bond"] == "yes"
 
 
-def test_the_helper_runs_beside_an_install_only_init_container(default: list[Rendered]) -> None:
+def test_without_the_helper_the_installer_runs_alone_without_host_access(
+    default: list[Rendered],
+) -> None:
     spec = _installer_pod(default)
-    assert spec["hostPID"] is True  # nsenter --target 1 must reach the node's init
-    assert "hostNetwork" not in spec  # the helper enters the node's netns itself
+    for key in ("hostPID", "hostNetwork", "initContainers"):
+        assert key not in spec, key
+    assert spec["terminationGracePeriodSeconds"] == 5
+    assert spec["containers"] == [INSTALL_CONTAINER]  # installs, then sleeps: no INSTALL_ONLY
+
+
+def _template(objects: list[Rendered]) -> dict[str, Any]:
+    template: dict[str, Any] = one(objects, "DaemonSet")["spec"]["template"]
+    return template
+
+
+def test_upgrades_roll_the_node_pods_only_when_the_plugin_or_its_settings_change() -> None:
+    base = _template(render(HELPER))
+    assert "bond-injector.io/installed-by-revision" not in base["metadata"]["annotations"]
+    unrelated = (
+        "webhook.replicaCount=5",
+        "webhook.failurePolicy=Ignore",
+        "networks.bond.mtu=9000",
+        "certificates.validity=90d",
+    )
+    # The pod template is what the DaemonSet controller compares: unchanged, no pod restarts.
+    assert _template(render(HELPER, sets=unrelated)) == base
+    changes = (
+        "cniInstaller.image.tag=0.2.0",
+        "cniInstaller.helper.resources.limits.memory=1Gi",
+        "cniInstaller.helper.procNetns=true",
+        "cniInstaller.image.pullPolicy=Always",
+    )
+    checksums = {base["metadata"]["annotations"]["checksum/plugin"]}
+    for change in changes:
+        template = _template(render(HELPER, sets=(change,)))
+        checksums.add(template["metadata"]["annotations"]["checksum/plugin"])
+    assert len(checksums) == 1 + len(changes)
+
+
+def test_the_helper_runs_on_the_host_network_with_two_capabilities() -> None:
+    spec = _installer_pod(render(HELPER))
+    assert spec["hostNetwork"] is True  # links move between the node's netns and the pod's
+    assert "hostPID" not in spec
     assert spec["terminationGracePeriodSeconds"] == 30
     (install,) = spec["initContainers"]
     assert install == {
@@ -365,21 +468,37 @@ def test_the_helper_runs_beside_an_install_only_init_container(default: list[Ren
     (helper,) = spec["containers"]
     assert helper["name"] == "helper"
     assert helper["image"] == install["image"]
-    assert helper["command"] == [
-        *ON_NODE,
-        "/opt/cni/bin/bond",
-        "serve",
-        "--socket",
-        "/run/bond-cni/helper.sock",
+    assert helper["command"] == ["/opt/cni/bin/bond", "serve", "--socket", SOCKET]
+    assert helper["securityContext"] == {
+        "privileged": False,
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "SYS_ADMIN"]},
+    }
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {m["name"]: m for m in helper["volumeMounts"]}
+    volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+    # Every node folder at its own path, so the paths a runtime passes mean the same inside.
+    assert {n: (volumes[n], m["mountPath"]) for n, m in mounts.items()} == {
+        "cni-bin": ("/opt/cni/bin", "/opt/cni/bin"),
+        "cni-state": ("/var/lib/cni", "/var/lib/cni"),
+        "netns": ("/run/netns", "/run/netns"),
+        "socket": ("/run/bond-cni", "/run/bond-cni"),
+        "extra-whereabouts": ("/etc/cni/net.d/whereabouts.d", "/etc/cni/net.d/whereabouts.d"),
+    }
+    # Netns files are bind mounts the runtime makes later: they must propagate into the pod.
+    assert mounts["netns"]["mountPropagation"] == "HostToContainer"
+    assert [n for n, m in mounts.items() if m.get("readOnly")] == [
+        "cni-bin",
+        "netns",
+        "extra-whereabouts",
     ]
-    assert helper["securityContext"]["privileged"] is True
-    assert helper["securityContext"]["runAsUser"] == 0
-    assert "volumeMounts" not in helper  # it sees the node's files through PID 1's mount ns
     assert helper["resources"] == {
         "requests": {"cpu": "10m", "memory": "64Mi"},
         "limits": {"memory": "512Mi"},
     }
-    probe = [*ON_NODE, "/opt/cni/bin/bond", "probe", "--socket", "/run/bond-cni/helper.sock"]
+    probe = ["/opt/cni/bin/bond", "probe", "--socket", SOCKET]
     readiness, liveness = helper["readinessProbe"], helper["livenessProbe"]
     assert readiness["exec"] == {"command": probe}
     assert liveness["exec"] == {"command": probe}
@@ -389,33 +508,53 @@ def test_the_helper_runs_beside_an_install_only_init_container(default: list[Ren
     assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
 
 
+def test_proc_netns_paths_add_host_pid_and_sys_ptrace_only() -> None:
+    spec = _installer_pod(render(CHART / "ci" / "helper-procnetns-values.yaml"))
+    assert spec["hostPID"] is True
+    (helper,) = spec["containers"]
+    assert helper["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"],
+    }
+    assert helper["securityContext"]["privileged"] is False
+
+
 @pytest.mark.parametrize(
-    ("values", "sets", "bond"),
+    ("sets", "bond"),
     [
-        (CHART / "ci" / "failurepolicy-ignore-values.yaml", (), "/var/lib/cni/bin/bond"),
-        (None, ("cniInstaller.hostBinDir=/usr/libexec/cni/",), "/usr/libexec/cni/bond"),
+        (("cniInstaller.hostBinDir=/var/lib/cni/bin",), "/var/lib/cni/bin/bond"),
+        (("cniInstaller.hostBinDir=/usr/libexec/cni/",), "/usr/libexec/cni/bond"),
     ],
-    ids=["ci-host-bin-dir", "trailing-slash"],
+    ids=["host-bin-dir", "trailing-slash"],
 )
 def test_the_helper_runs_the_nodes_copy_at_host_bin_dir_on_the_socket(
-    values: Path | None, sets: tuple[str, ...], bond: str
+    sets: tuple[str, ...], bond: str
 ) -> None:
-    socket = "/run/bond-cni/helper.sock"  # the client's default: the runtime passes no other
-    spec = _installer_pod(render(*([values] if values else []), sets=sets))
+    spec = _installer_pod(render(HELPER, sets=sets))
     (helper,) = spec["containers"]
-    assert helper["command"] == [*ON_NODE, bond, "serve", "--socket", socket]
+    assert helper["command"] == [bond, "serve", "--socket", SOCKET]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert helper[probe]["exec"]["command"] == [*ON_NODE, bond, "probe", "--socket", socket]
-    assert bond == spec["volumes"][0]["hostPath"]["path"].rstrip("/") + "/bond"
+        assert helper[probe]["exec"]["command"] == [bond, "probe", "--socket", SOCKET]
+    (mount,) = [m for m in helper["volumeMounts"] if m["name"] == "cni-bin"]
+    assert bond == mount["mountPath"] + "/bond"
+    assert spec["volumes"][0]["hostPath"]["path"].rstrip("/") == mount["mountPath"]
 
 
-def test_without_the_helper_the_installer_runs_alone_unprivileged() -> None:
-    objects = render(CHART / "ci" / "helper-disabled-values.yaml")
-    spec = _installer_pod(objects)
-    assert "hostPID" not in spec
-    assert "initContainers" not in spec
-    assert spec["terminationGracePeriodSeconds"] == 5
-    assert spec["containers"] == [INSTALL_CONTAINER]  # installs, then sleeps: no INSTALL_ONLY
+def test_the_node_part_can_live_in_its_own_namespace() -> None:
+    objects = render(HELPER, sets=("cniInstaller.namespace=bond-nodes",))
+    node = {
+        (r.kind, r.obj["metadata"]["namespace"])
+        for r in objects
+        if r.obj["metadata"]["labels"]["app.kubernetes.io/component"] == "cni-installer"
+    }
+    assert node == {("DaemonSet", "bond-nodes"), ("ServiceAccount", "bond-nodes")}
+    # The webhook, its certificates and their RBAC stay in the release namespace.
+    elsewhere = {
+        r.obj["metadata"].get("namespace")
+        for r in objects
+        if r.kind not in CLUSTER_SCOPED and r.obj["metadata"]["namespace"] != "bond-nodes"
+    }
+    assert elsewhere == {NAMESPACE}
 
 
 def _profiles(objects: list[Rendered]) -> str:
@@ -494,6 +633,10 @@ def test_extra_profiles_sit_beside_the_default() -> None:
         (("networks.legs.pfA.interface=this-is-too-long",), "/networks/legs/pfA/interface"),
         (("cniInstaller.helper.socket=/run/b.sock",), "additional properties 'socket' not allowed"),
         (("cniInstaller.helper.bogus=1",), "additional properties 'bogus' not allowed"),
+        (("cniInstaller.namespace=Bad_Name",), "at '/cniInstaller/namespace'"),
+        (("cniInstaller.helper.extraHostPaths.x.path=relative",), "extraHostPaths/x/path"),
+        (("webhook.networkPolicy.apiserverCIDRs={10.0.0.1}",), "apiserverCIDRs/0"),
+        (("webhook.priorityClass.value=2000000000",), "/webhook/priorityClass/value"),
     ],
 )
 def test_the_schema_refuses_with_a_clear_error(sets: tuple[str, ...], message: str) -> None:

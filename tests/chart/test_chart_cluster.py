@@ -74,7 +74,8 @@ def test_the_minimal_cert_manager_crds_still_catch_a_typo(
 
 @pytest.fixture(scope="module")
 def enforcing(cluster: Cluster) -> Iterator[dict[str, str]]:
-    """A namespace per Pod Security level enforced by the apiserver's PodSecurity admission."""
+    """A namespace per Pod Security level enforced by the apiserver's PodSecurity admission,
+    each with the installer's ServiceAccount (the pod names it; admission checks it exists)."""
     names = {level: f"psa-{level}-{secrets.token_hex(3)}" for level in ("baseline", "privileged")}
     for level, name in names.items():
         namespace = {
@@ -84,9 +85,16 @@ def enforcing(cluster: Cluster) -> Iterator[dict[str, str]]:
         }
         cluster.kubectl("create", "-f", "-", input=json.dumps(namespace))
         cluster.wait_for_default_service_account(name)
+        cluster.kubectl("-n", name, "create", "serviceaccount", "bond-injector-cni-installer")
     yield names
     for name in names.values():
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+HOST_PATHS = 'hostPath volumes (volumes "cni-bin", "cni-state", "netns", "socket"'
+CAPABILITIES = (
+    'non-default capabilities (container "helper" must not include "NET_ADMIN", "SYS_ADMIN"'
+)
 
 
 @pytest.mark.parametrize(
@@ -94,20 +102,21 @@ def enforcing(cluster: Cluster) -> Iterator[dict[str, str]]:
     [
         (
             None,
-            [
-                "host namespaces (hostPID=true)",
-                'privileged (container "helper" must not set securityContext.privileged=true)',
-                'hostPath volumes (volume "cni-bin")',
-            ],
-            [],
+            ['hostPath volumes (volume "cni-bin")'],
+            ["host namespaces", "privileged", "capabilities"],
         ),
         (
-            CHART / "ci" / "helper-disabled-values.yaml",
-            ['hostPath volumes (volume "cni-bin")'],
+            CHART / "ci" / "helper-values.yaml",
+            ["host namespaces (hostNetwork=true)", CAPABILITIES, HOST_PATHS],
             ["hostPID", "privileged"],
         ),
+        (
+            CHART / "ci" / "helper-procnetns-values.yaml",
+            ["host namespaces (hostNetwork=true, hostPID=true)", '"SYS_PTRACE"', HOST_PATHS],
+            ["privileged"],
+        ),
     ],
-    ids=["helper", "helper-disabled"],
+    ids=["installer-only", "helper", "helper-procnetns"],
 )
 def test_the_installer_pod_needs_a_privileged_namespace(
     cluster: Cluster,
@@ -116,9 +125,9 @@ def test_the_installer_pod_needs_a_privileged_namespace(
     violations: list[str],
     absent: list[str],
 ) -> None:
-    """What the chart README says about Pod Security, asked of the apiserver: the DaemonSet's
-    pod is refused where `baseline` is enforced, naming each violation, and admitted where
-    `privileged` is."""
+    """What the README says about Pod Security, asked of the apiserver: the DaemonSet's pod is
+    refused where `baseline` is enforced, naming each violation (and no privileged flag, nor
+    hostPID unless asked for), and admitted where `privileged` is."""
     rendered = helm(*template_args(*([values] if values else []))).stdout
     (daemonset,) = [r.obj for r in parse(rendered) if r.kind == "DaemonSet"]
     template = daemonset["spec"]["template"]
@@ -212,31 +221,82 @@ def _can_i(cluster: Cluster, namespace: str, account: str, *what: str) -> bool:
     return result.stdout.strip() == "yes"
 
 
+def _hook_identity(cluster: Cluster, release: str, namespace: str) -> list[dict[str, Any]]:
+    """The install hook's ServiceAccount and RBAC, which helm creates only around its hook Jobs
+    (skipped here: no kubelet runs them), applied as the chart renders them less the hook
+    annotations. Returns the objects, for cleanup."""
+    rendered = helm(*template_args(release=release, namespace=namespace)).stdout
+    objects = []
+    for r in parse(rendered):
+        if r.name.endswith("-certgen-hook") and r.kind != "Job":
+            obj = dict(r.obj)
+            obj["metadata"] = {k: v for k, v in r.obj["metadata"].items() if k != "annotations"}
+            objects.append(obj)
+    assert sorted(o["kind"] for o in objects) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
+    items = {"apiVersion": "v1", "kind": "List", "items": objects}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(items))
+    return objects
+
+
+def _hook_job_args(release: str, namespace: str, phase: str) -> list[str]:
+    rendered = helm(*template_args(release=release, namespace=namespace)).stdout
+    (job,) = [r.obj for r in parse(rendered) if r.kind == "Job" and r.name.endswith(phase)]
+    args: list[str] = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
 def test_builtin_certificates_with_the_charts_own_rbac(cluster: Cluster, tmp_path: Path) -> None:
-    """Install without hooks (no kubelet runs Jobs here), then run the renewal CronJob's exact
-    command as its ServiceAccount: the RBAC suffices, and grants nothing more."""
+    """Install without hooks (no kubelet runs Jobs here), then run the hook Jobs' and the renewal
+    CronJob's exact commands, each as its own ServiceAccount: the RBAC suffices, and grants
+    nothing more; only the install hook may create Secrets."""
     release, namespace = f"bi-{secrets.token_hex(3)}", f"bi-{secrets.token_hex(3)}"
     fullname = f"{release}-bond-injector"
-    account = f"{fullname}-certgen"
+    account, hook_account = f"{fullname}-certgen", f"{fullname}-certgen-hook"
+    hook_objects: list[dict[str, Any]] = []
+    # The image's entry point, as the Jobs run it: `bond-injector certs ensure ...`.
+    entry = str(Path(sys.executable).with_name("bond-injector"))
+
+    def run(sa: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+        kubeconfig = _token_kubeconfig(cluster, namespace, sa, tmp_path / f"{sa}.kubeconfig")
+        command = [entry, *args, "--kubeconfig", str(kubeconfig)]
+        return subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+
     try:
         _install(cluster, release, namespace, "--no-hooks")
+        hook_objects = _hook_identity(cluster, release, namespace)
         cron = json.loads(
             cluster.kubectl("-n", namespace, "get", "cronjob", account, "-o", "json").stdout
         )
         container: dict[str, Any] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"][
             "containers"
         ][0]
-        assert container["args"][:2] == ["certs", "ensure"]
-        kubeconfig = _token_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
-        # The image's entry point, as the CronJob runs it: `bond-injector certs ensure ...`.
-        entry = Path(sys.executable).with_name(container["command"][0])
-        command = [str(entry), *container["args"], "--kubeconfig", str(kubeconfig)]
-        first = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
-        assert first.returncode == 0, first.stderr
-        assert f"patched caBundle of mutatingwebhookconfiguration {fullname}" in first.stdout
-        second = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
-        assert second.returncode == 0, second.stderr
-        assert "healthy" in second.stdout and "nothing to change" in second.stdout
+        assert container["command"] == ["bond-injector"]
+        assert container["args"] == _hook_job_args(release, namespace, "-post")
+
+        # The renewal identity cannot make the Secrets: only the install hook can.
+        refused = run(account, container["args"])
+        assert refused.returncode != 0
+        assert "forbidden" in refused.stderr.lower()
+        pre = run(hook_account, _hook_job_args(release, namespace, "-pre"))
+        assert pre.returncode == 0, pre.stderr
+        assert f"wrote CA secret {namespace}/{fullname}-webhook-tls-ca" in pre.stdout
+        post = run(hook_account, _hook_job_args(release, namespace, "-post"))
+        assert post.returncode == 0, post.stderr
+        assert f"patched caBundle of mutatingwebhookconfiguration {fullname}" in post.stdout
+
+        healthy = run(account, container["args"])
+        assert healthy.returncode == 0, healthy.stderr
+        assert "healthy" in healthy.stdout and "nothing to change" in healthy.stdout
+        # A renewal (forced: renew when less than 400 days are left of 365) needs only update.
+        renewed = run(account, [*container["args"], "--renew-before=400d"])
+        assert renewed.returncode == 0, renewed.stderr
+        assert f"wrote serving secret {namespace}/{fullname}-webhook-tls" in renewed.stdout
 
         secret = json.loads(
             cluster.kubectl(
@@ -248,7 +308,9 @@ def test_builtin_certificates_with_the_charts_own_rbac(cluster: Cluster, tmp_pat
         )
         assert config["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
 
-        assert _can_i(cluster, namespace, account, "get", f"secret/{fullname}-webhook-tls")
+        assert _can_i(cluster, namespace, hook_account, "create", "secrets")
+        assert not _can_i(cluster, namespace, account, "create", "secrets")
+        assert _can_i(cluster, namespace, account, "update", f"secret/{fullname}-webhook-tls")
         assert not _can_i(cluster, namespace, account, "get", "secret/some-other-secret")
         assert not _can_i(cluster, namespace, account, "list", "secrets")
         assert not _can_i(cluster, namespace, account, "delete", f"secret/{fullname}-webhook-tls")
@@ -274,4 +336,101 @@ def test_builtin_certificates_with_the_charts_own_rbac(cluster: Cluster, tmp_pat
         assert upgraded["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     finally:
         cluster.helm("uninstall", release, "-n", namespace, "--wait", "--no-hooks", check=False)
+        for obj in hook_objects:
+            if obj["kind"].startswith("Cluster"):
+                cluster.kubectl("delete", obj["kind"], obj["metadata"]["name"], check=False)
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _generation(cluster: Cluster, namespace: str, kind: str, name: str) -> int:
+    obj = json.loads(cluster.kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout)
+    generation: int = obj["metadata"]["generation"]
+    return generation
+
+
+def test_upgrades_leave_the_node_pods_alone_unless_the_plugin_changes(cluster: Cluster) -> None:
+    """A real install and two real upgrades: the DaemonSet's spec (its generation, which the
+    controller rolls pods on) moves only with the plugin. The node part lives in its own
+    namespace, and the webhook gets the chart's PriorityClass."""
+    release, namespace = f"up-{secrets.token_hex(3)}", f"up-{secrets.token_hex(3)}"
+    nodes = f"{namespace}-nodes"
+    fullname = f"{release}-bond-injector"
+    daemonset = f"{fullname}-cni-installer"
+    try:
+        cluster.create_namespace(nodes)
+        _install(
+            cluster, release, namespace, "--no-hooks",
+            "--set", f"cniInstaller.namespace={nodes}", "--set", "cniInstaller.helper.enabled=true",
+        )  # fmt: skip
+        assert _generation(cluster, nodes, "daemonset", daemonset) == 1
+        account = cluster.kubectl("-n", nodes, "get", "serviceaccount", daemonset, check=False)
+        assert account.returncode == 0, account.stderr
+        absent = cluster.kubectl("-n", namespace, "get", "daemonset", daemonset, check=False)
+        assert absent.returncode != 0
+        priority = json.loads(
+            cluster.kubectl("get", "priorityclass", f"{fullname}-webhook", "-o", "json").stdout
+        )
+        assert priority["value"] == 1000000
+        deployment = json.loads(
+            cluster.kubectl(
+                "-n", namespace, "get", "deployment", f"{fullname}-webhook", "-o", "json"
+            ).stdout
+        )
+        assert (
+            deployment["spec"]["template"]["spec"]["priorityClassName"]
+            == priority["metadata"]["name"]
+        )
+
+        def upgrade(*sets: str) -> None:
+            args = [a for item in sets for a in ("--set", item)]
+            cluster.helm(
+                "upgrade", release, str(CHART), "--namespace", namespace, "--no-hooks",
+                "--reuse-values", *args,
+            )  # fmt: skip
+
+        upgrade("webhook.replicaCount=3", "webhook.failurePolicy=Ignore")
+        assert _generation(cluster, namespace, "deployment", f"{fullname}-webhook") == 2
+        assert _generation(cluster, nodes, "daemonset", daemonset) == 1  # helpers keep running
+        upgrade("cniInstaller.image.tag=0.2.0")
+        assert _generation(cluster, nodes, "daemonset", daemonset) == 2
+    finally:
+        cluster.helm("uninstall", release, "-n", namespace, "--wait", "--no-hooks", check=False)
+        for name in (namespace, nodes):
+            cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    gone = cluster.kubectl("get", "priorityclass", f"{fullname}-webhook", check=False)
+    assert gone.returncode != 0
+
+
+def test_a_second_release_on_the_cluster_is_refused_with_the_first_ones_name(
+    cluster: Cluster,
+) -> None:
+    """Two releases would both mutate labelled pods and install to the same node path: a real
+    `helm install` of a second one fails at render time, naming the first; the first one still
+    upgrades, and once it is gone the second installs."""
+    first, second = f"one-{secrets.token_hex(3)}", f"two-{secrets.token_hex(3)}"
+    ns_one, ns_two = f"{first}-ns", f"{second}-ns"
+    url_values = str(CHART / "ci" / "url-values.yaml")
+    try:
+        _install(cluster, first, ns_one, "--values", url_values)
+        refused = cluster.helm(
+            "install", second, str(CHART), "--namespace", ns_two, "--create-namespace",
+            "--values", url_values, check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert (
+            f'bond-injector is already installed on this cluster by release "{first}" in '
+            f'namespace "{ns_one}" (mutatingwebhookconfiguration {first}-bond-injector)'
+        ) in refused.stderr
+        assert f"helm upgrade {first} -n {ns_one}" in refused.stderr
+        listed = cluster.helm("list", "-n", ns_two, "-q").stdout.split()
+        assert second not in listed
+        cluster.helm(
+            "upgrade", first, str(CHART), "-n", ns_one, "--values", url_values,
+            "--set", "webhook.timeoutSeconds=3",
+        )  # fmt: skip
+        cluster.helm("uninstall", first, "-n", ns_one, "--wait")
+        _install(cluster, second, ns_two, "--values", url_values)
+    finally:
+        for release, ns in ((first, ns_one), (second, ns_two)):
+            cluster.helm("uninstall", release, "-n", ns, "--wait", check=False)
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

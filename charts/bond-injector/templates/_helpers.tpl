@@ -160,19 +160,55 @@ volumeMounts:
 {{- end }}
 
 {{/*
-A command run on the node as its runtime runs the plugin: nsenter into PID 1's mount and network
-namespaces, then the node's installed `bond` with .args (and the helper's socket when .socket).
-Without --pid, nsenter execs the command
-in its own place, so the kubelet's SIGTERM reaches the helper itself.
+The helper container's command for .args: the node's installed `bond` (the hostPath of hostBinDir
+is mounted at the same path, so the runtime and the helper run the same file) with the socket the
+client asks unless the runtime exports another (cni/helper/client/bond.c).
 */}}
-{{- define "bond-injector.cniInstaller.onNode" -}}
-{{- $args := .args }}
-{{- if .socket }}
-{{- /* The client (cni/helper/client/bond.c) asks this path unless the runtime exports another. */}}
-{{- $args = concat .args (list "--socket" "/run/bond-cni/helper.sock") }}
-{{- end }}
+{{- define "bond-injector.cniInstaller.helperCommand" -}}
 {{- $bond := printf "%s/bond" (trimSuffix "/" .ctx.Values.cniInstaller.hostBinDir) }}
-{{- concat (list "nsenter" "--target" "1" "--mount" "--net" "--" $bond) $args | toJson }}
+{{- concat (list $bond) .args (list "--socket" "/run/bond-cni/helper.sock") | toJson }}
+{{- end }}
+
+{{- define "bond-injector.cniInstaller.namespace" -}}
+{{- default .Release.Namespace .Values.cniInstaller.namespace }}
+{{- end }}
+
+{{/*
+What the node helpers run, and nothing else: the DaemonSet's pods roll when this changes, not on
+every upgrade (the installer skips a copy when the node already has identical content anyway).
+*/}}
+{{- define "bond-injector.cniInstaller.checksum" -}}
+{{- $i := .Values.cniInstaller }}
+{{- dict "image" (include "bond-injector.image" (dict "ctx" . "image" $i.image)) "pullPolicy" $i.image.pullPolicy "hostBinDir" $i.hostBinDir "helper" $i.helper | toJson | sha256sum }}
+{{- end }}
+
+{{- define "bond-injector.webhook.priorityClassName" -}}
+{{- if .Values.webhook.priorityClassName }}
+{{- .Values.webhook.priorityClassName }}
+{{- else if .Values.webhook.priorityClass.create }}
+{{- include "bond-injector.webhook.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+One release per cluster: two would both mutate every labelled pod and install their plugins to the
+same node path and helper socket. Each release's webhook configuration carries the part-of label
+and helm's release annotations, so a second `helm install` (or `--dry-run=server`) finds the first
+and stops here. `helm template` has no cluster: lookup returns nothing and this passes.
+*/}}
+{{- define "bond-injector.singleRelease" -}}
+{{- $configs := lookup "admissionregistration.k8s.io/v1" "MutatingWebhookConfiguration" "" "" }}
+{{- range (get $configs "items" | default list) }}
+{{- $labels := .metadata.labels | default dict }}
+{{- $annotations := .metadata.annotations | default dict }}
+{{- if eq (get $labels "app.kubernetes.io/part-of") "bond-injector" }}
+{{- $release := get $annotations "meta.helm.sh/release-name" | default "(not installed by helm)" }}
+{{- $namespace := get $annotations "meta.helm.sh/release-namespace" | default "?" }}
+{{- if not (and (eq $release $.Release.Name) (eq $namespace $.Release.Namespace)) }}
+{{- fail (printf "bond-injector is already installed on this cluster by release %q in namespace %q (mutatingwebhookconfiguration %s); one release per cluster, since two would both mutate labelled pods and install the plugin to the same node path and helper socket: change that release with `helm upgrade %s -n %s`, or `helm uninstall` it first" $release $namespace .metadata.name $release $namespace) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* `namespace/name` of a NAD the default profile uses, so pods of any namespace find it. */}}
@@ -206,6 +242,7 @@ in its own place, so the kubelet's SIGTERM reaches the helper itself.
 Checks across values that the schema cannot express with a readable message.
 */}}
 {{- define "bond-injector.validate" -}}
+{{- include "bond-injector.singleRelease" . }}
 {{- if and .Values.webhook.url (ne .Values.certificates.mode "external") }}
 {{- fail (printf "webhook.url is set, so the webhook runs outside the cluster: set certificates.mode=external and certificates.external.caBundle to the base64 CA that signed its certificate (mode %q only issues certificates for the in-cluster Service)" .Values.certificates.mode) }}
 {{- end }}
