@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.chart.render import CHART, REPO, one, render
-from tests.rigs.cluster_procs import poll
+from tests.poll import poll
 from tests.rigs.netns import PodNet, ip
 
 BOND = REPO / "bin" / "bond"
