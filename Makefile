@@ -31,7 +31,7 @@ deps-fast: venv ## what the fast tier needs: system packages, kubectl and helm, 
 .PHONY: deps
 deps: deps-fast ## deps-fast plus the Go-built control plane and kubelet (idempotent; cold: ~20 min)
 	tools/build-go-tools.sh
-	tools/ensure-apt.sh $(IMAGES_APT)
+	tools/ensure-apt.sh $(IMAGES_APT) docker-registry  # the images tier pushes to a real one
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import contracts
