@@ -202,8 +202,8 @@ def context_files(sources: Sequence[str]) -> list[str]:
     return files
 
 
-def _file_parts(rel: str) -> list[str | bytes]:
-    path = REPO / rel
+def _file_parts(root: Path, rel: str) -> list[str | bytes]:
+    path = root / rel
     if path.is_symlink():
         return [rel, "link", os.readlink(path)]
     mode = "x" if os.access(path, os.X_OK) else "-"
@@ -214,17 +214,23 @@ def _gcc_version() -> str:
     return _run(["gcc", "--version"]).splitlines()[0]
 
 
-def image_key(image: Image, tag: str) -> str:
+def inputs(image: Image) -> list[str]:
+    """The files an image is built from: its Dockerfile and what its COPY lines name."""
+    if image.dockerfile is None:
+        return [PAUSE_SOURCE]
+    return sorted({image.dockerfile, *context_files(copy_sources(REPO / image.dockerfile))})
+
+
+def image_key(image: Image, tag: str, root: Path = REPO, files: Sequence[str] = ()) -> str:
+    """The digest of everything IMAGE is built from: FILES (default: its inputs) read under
+    ROOT, its bases' recipes, the tag, and for pause the compiler."""
     parts: list[str | bytes] = ["image", RECIPE, image.name, tag]
     for arg, base in image.bases:
         parts += [arg, BASES[base].key()]
     if image.dockerfile is None:
-        parts += [PAUSE_SOURCE, (REPO / PAUSE_SOURCE).read_bytes(), *PAUSE_CFLAGS, _gcc_version()]
-        return _digest(parts)
-    dockerfile = REPO / image.dockerfile
-    parts += [image.dockerfile, dockerfile.read_bytes()]
-    for rel in context_files(copy_sources(dockerfile)):
-        parts += _file_parts(rel)
+        parts += [*PAUSE_CFLAGS, _gcc_version()]
+    for rel in files or inputs(image):
+        parts += _file_parts(root, rel)
     return _digest(parts)
 
 
@@ -356,22 +362,25 @@ class Builder:
         print(f"images: base {ref} in {time.monotonic() - started:.0f} s", flush=True)
         return ref
 
-    def build(self, image: Image, key: str) -> None:
+    def build(self, image: Image) -> str:
+        """Build IMAGE and export its archive; its key, computed from the very files built."""
         ref = self.ref(image)
-        if image.dockerfile is None:
-            self._build_pause(ref, key)
-        else:
-            build_args: list[str] = []
-            for arg, base in image.bases:
-                build_args += ["--build-arg", f"{arg}={self.ensure_base(BASES[base])}"]
-            dockerfile = REPO / image.dockerfile
-            with tempfile.TemporaryDirectory(prefix=f"{image.name}-context.", dir=self.dir) as tmp:
-                context = Path(tmp)
-                for rel in context_files(copy_sources(dockerfile)):
-                    target = context / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(REPO / rel, target, follow_symlinks=False)
-                shutil.copy2(dockerfile, context / "Dockerfile.build")
+        build_args: list[str] = []
+        for arg, base in image.bases:
+            build_args += ["--build-arg", f"{arg}={self.ensure_base(BASES[base])}"]
+        with tempfile.TemporaryDirectory(prefix=f"{image.name}-context.", dir=self.dir) as tmp:
+            # The build context: a snapshot of the inputs, so an edit during the build cannot
+            # make the recorded key lie about what was built.
+            context = Path(tmp)
+            files = inputs(image)
+            for rel in files:
+                target = context / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / rel, target, follow_symlinks=False)
+            key = image_key(image, self.tag, context, files)
+            if image.dockerfile is None:
+                self._build_pause(ref, key, context / PAUSE_SOURCE)
+            else:
                 _stream(
                     [
                         "buildah",
@@ -385,7 +394,7 @@ class Builder:
                         *build_args,
                         *host_pip_mounts(),
                         "--file",
-                        context / "Dockerfile.build",
+                        context / image.dockerfile,
                         "--tag",
                         ref,
                         context,
@@ -398,11 +407,12 @@ class Builder:
         self.buildah("push", "--quiet", ref, f"oci-archive:{partial}:{ref}")
         partial.replace(archive)
         self._key_file(image).write_text(key + "\n")
+        return key
 
-    def _build_pause(self, ref: str, key: str) -> None:
+    def _build_pause(self, ref: str, key: str, source: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="pause.", dir=self.dir) as tmp:
             binary = Path(tmp) / "pause"
-            _run(["gcc", *PAUSE_CFLAGS, "-o", binary, REPO / PAUSE_SOURCE])
+            _run(["gcc", *PAUSE_CFLAGS, "-o", binary, source])
             container = self.buildah("from", "scratch").strip()
             try:
                 self.buildah("copy", "--chmod", "0755", container, binary, "/pause")
@@ -531,7 +541,7 @@ def _main(builder: Builder, registry: str, push: bool, tls_verify: str) -> int:
         else:
             t0 = time.monotonic()
             print(f"images: building {builder.ref(image)}", flush=True)
-            builder.build(image, key)
+            key = builder.build(image)
             built = True
             print(
                 f"images: built {builder.ref(image)} in {time.monotonic() - t0:.0f} s", flush=True
