@@ -81,11 +81,13 @@ class Container:
         volumes: Mapping[Path, str] | None = None,
         env: Mapping[str, str] | None = None,
         user: str | None = None,
+        caps: Sequence[str] = (),
         stdin: str | None = None,
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         """ARGV run inside the container as its image configures it (user, environment),
-        with each host path in VOLUMES bind-mounted at its container path."""
+        with each host path in VOLUMES bind-mounted at its container path and CAPS added to
+        buildah's default capabilities."""
         flags: list[str] = ["--isolation", "chroot"]
         for host, inside in (volumes or {}).items():
             flags += ["--volume", f"{host}:{inside}"]
@@ -93,6 +95,8 @@ class Container:
             flags += ["--env", f"{key}={value}"]
         if user is not None:
             flags += ["--user", user]
+        for cap in caps:
+            flags += ["--cap-add", cap]
         return subprocess.run(
             ["buildah", *self.built.storage, "run", *flags, self.id, "--", *map(str, argv)],
             input=stdin if stdin is not None else "",

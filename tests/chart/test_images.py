@@ -255,12 +255,19 @@ def test_pause_is_a_static_pid_1_that_reaps_orphans_and_stops_on_sigterm(built: 
 
 def test_bond_test_image_has_ip_and_ping_and_stops_on_sigterm(built: Built) -> None:
     with container(built, "bond-test") as box:
-        for tool in (["ip", "-V"], ["ping", "-V"], ["ip", "-json", "link", "show", "lo"]):
-            ran = box.run(tool)
-            assert ran.returncode == 0, f"{tool}: {ran.stderr}"
+        shown = box.run(["ip", "-json", "address", "show", "lo"])
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)[0]["ifname"] == "lo"
+        # ping holds CAP_NET_RAW as a file capability: a runtime's default set (containerd's
+        # has NET_RAW) lets it raise it; buildah's does not, so add it as the pod would have it.
+        ping = box.run(["ping", "-c", "1", "-W", "10", "127.0.0.1"], caps=["CAP_NET_RAW"])
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "1 received" in ping.stdout
         # Its command as a pod's PID 1 runs it: deleting the pod (SIGTERM) ends it at once.
         cmd = built.config("bond-test")["Cmd"]
-        workload = subprocess.Popen(["chroot", box.rootfs, *cmd], env={"PATH": "/usr/bin:/bin"})
+        workload = subprocess.Popen(
+            ["/usr/sbin/chroot", box.rootfs, *cmd], env={"PATH": "/usr/bin:/bin"}
+        )
         sleeping: set[int] = set()
 
         def started() -> bool:
