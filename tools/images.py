@@ -189,6 +189,8 @@ def copy_sources(dockerfile: Path) -> list[str]:
 def context_files(sources: Sequence[str]) -> list[str]:
     """The files under SOURCES that a clean checkout plus the user's new files would hold:
     tracked and untracked-but-not-ignored files that exist (no .venv, caches or bin/)."""
+    if not sources:
+        return []  # `git ls-files` with no path would list the whole repository
     listed = _run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *sources],
         cwd=REPO,
@@ -535,7 +537,6 @@ def main(argv: Sequence[str]) -> int:
 def _main(builder: Builder, registry: str, push: bool, tls_verify: str) -> int:
     started = time.monotonic()
     entries: list[dict[str, object]] = []
-    built = False
     for image in IMAGES:
         key = image_key(image, builder.tag)
         if builder.cached(image, key):
@@ -544,7 +545,6 @@ def _main(builder: Builder, registry: str, push: bool, tls_verify: str) -> int:
             t0 = time.monotonic()
             print(f"images: building {builder.ref(image)}", flush=True)
             key = builder.build(image)
-            built = True
             print(
                 f"images: built {builder.ref(image)} in {time.monotonic() - t0:.0f} s", flush=True
             )
@@ -576,8 +576,9 @@ def _main(builder: Builder, registry: str, push: bool, tls_verify: str) -> int:
                 entry["pushed"] = {"ref": remote, "digest": digest}
                 print(f"images: pushed {remote}@{digest}", flush=True)
         entries.append(entry)
-    if built:
-        builder.prune({b.ref() for b in BASES.values()})
+    # Every run: images no name points at any more (a rebuild's predecessor, or a copy pulled
+    # back from an archive by the tests) would otherwise pile up in the vfs storage.
+    builder.prune({b.ref() for b in BASES.values()})
     manifest = builder.dir / "images.json"
     storage = builder.storage
     body = {"tag": builder.tag, "buildah_storage": storage, "images": entries}

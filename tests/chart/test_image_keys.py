@@ -24,6 +24,11 @@ def test_an_images_inputs_are_its_dockerfile_and_the_tracked_files_its_copy_line
     assert "Dockerfile.webhook" not in files
 
 
+def test_an_image_that_copies_nothing_is_built_from_its_dockerfile_alone() -> None:
+    (test_image,) = (i for i in images.IMAGES if i.name == "bond-test")
+    assert images.inputs(test_image) == ["images/bond-test/Dockerfile"]
+
+
 @pytest.fixture
 def snapshot(tmp_path: Path) -> tuple[Path, list[str]]:
     files = images.inputs(_CNI)

@@ -360,4 +360,6 @@ def test_push_puts_every_image_in_the_users_registry_and_pins_the_chart_to_it(
     finally:
         registry.terminate()
         registry.wait(timeout=30)
+        for name in built.images:  # drop this registry's names from the build's storage
+            built.buildah("rmi", f"127.0.0.1:{port}/team/{name}:{built.tag}")
         build_images()  # the local images' chart values again, for whoever runs the node next
