@@ -31,12 +31,13 @@ deps-fast: venv ## what the fast tier needs: system packages, kubectl and helm, 
 .PHONY: deps
 deps: deps-fast ## deps-fast plus the Go-built control plane and kubelet (idempotent; cold: ~20 min)
 	tools/build-go-tools.sh
+	tools/ensure-apt.sh $(IMAGES_APT) docker-registry  # the images tier pushes to a real one
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy webhook cni certs tests bench
+	$(VENV)/bin/mypy webhook cni certs tests bench tools/images.py
 	$(VENV)/bin/lint-imports
 
 .PHONY: build
@@ -98,6 +99,19 @@ demo: deps build ## the main job end to end on this machine
 .PHONY: demo-node
 demo-node: deps node-deps images build ## the seed guide on a real node (kubelet, containerd, Multus) in a VM
 	tools/demo-node.sh
+
+# The image build: buildah (no daemon; vfs storage, chroot isolation), mmdebstrap for the bases,
+# gcc and libc6-dev for the static pause binary, binutils (readelf) for its test.
+IMAGES_APT := buildah mmdebstrap gcc libc6-dev binutils git
+REGISTRY ?=
+PUSH ?=
+TLS_VERIFY ?= true
+
+.PHONY: images
+images: ## build the images (OCI archives in .cache/images); REGISTRY=... PUSH=1 pushes them
+	tools/ensure-apt.sh $(IMAGES_APT)
+	python3 tools/images.py --cache $(CACHE) --tls-verify $(TLS_VERIFY) \
+	  $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(filter 1 yes true,$(PUSH)),--push)
 
 .PHONY: bench
 bench: deps build ## benchmarks against the peers, printed as ratios

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the rigs need, only when one is missing (idempotent, quiet when done).
+#   tools/ensure-apt.sh            the rigs' packages (below)
+#   tools/ensure-apt.sh PKG...     only these (e.g. the image build's, from the Makefile)
 set -euo pipefail
 pkgs=(
   qemu-system-x86       # the kernel VM (TCG)
@@ -11,6 +13,7 @@ pkgs=(
   gcc libc6-dev         # build.sh: the static C client of the CNI helper and its launcher
   iproute2 iputils-ping ethtool kmod
 )
+if (($#)); then pkgs=("$@"); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,161 +1,119 @@
-"""Replay a Dockerfile's build stage on this host, since no Docker engine runs here.
+"""The images `make images` builds (tools/images.py), opened for the tests with buildah.
 
-    python -m tests.chart.images Dockerfile.webhook OUT_DIR
+    built = build_images()          # runs tools/images.py: builds what changed, else a no-op
+    with container(built, "cni") as box:
+        box.run(["/usr/local/bin/install-bond-cni"], volumes={host_dir: "/host/opt/cni/bin"})
 
-What is replayed: the build stage's WORKDIR, COPY (from the build context = the repository's
-tracked files) and RUN lines, with every absolute path argument moved under OUT_DIR/build-root,
-then the final stage's `COPY --from=build SRC DEST` into OUT_DIR/rootfs. What is not: the base
-images (the host's python3 and Debian packages stand in for them) and RUN lines that install
-Debian packages: the host must have each package such a line names (binutils for PyInstaller, gcc
-and libc6-dev for the static CNI client), or the replay stops and says which are missing.
+A container here is the image's own root filesystem, made from the OCI archive the node rig
+imports into containerd (`buildah from oci-archive:...`), and run with `buildah run --isolation
+chroot`: the image's files, user and environment, with no runtime or daemon.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
-import shutil
+import json
+import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "tools" / "images.py"
 
 
-@dataclass
-class Stage:
-    name: str
-    workdir: str = "/"
-    steps: list[tuple[str, str]] = field(default_factory=list)  # (instruction, arguments)
+def cache_dir() -> Path:
+    return Path(os.environ.get("BOND_INJECTOR_CACHE", REPO / ".cache"))
 
 
 @dataclass(frozen=True)
 class Built:
-    rootfs: Path  # the final image's files, as COPY --from=build put them
-    entrypoint: str
-    skipped: tuple[str, ...]  # RUN lines not replayed, and why
+    tag: str
+    storage: tuple[str, ...]  # buildah's global flags for the build's own storage
+    images: Mapping[str, Mapping[str, Any]]  # name -> images.json entry
+    output: str  # what the build printed
+
+    def buildah(self, *args: str | Path, timeout: float = 300) -> str:
+        words = ["buildah", *self.storage, *(str(a) for a in args)]
+        proc = subprocess.run(words, capture_output=True, text=True, check=False, timeout=timeout)
+        assert proc.returncode == 0, f"{' '.join(words)}: {proc.stderr}"
+        return proc.stdout
+
+    def config(self, name: str) -> dict[str, Any]:
+        """The OCI image configuration's `config` part (Entrypoint, Cmd, User, Env)."""
+        inspected = json.loads(self.buildah("inspect", "--type", "image", self.images[name]["ref"]))
+        config: dict[str, Any] = inspected["OCIv1"]["config"]
+        return config
 
 
-def parse(dockerfile: Path) -> list[Stage]:
-    stages: list[Stage] = []
-    logical = dockerfile.read_text().replace("\\\n", " ").splitlines()
-    for raw in logical:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        instruction, _, args = line.partition(" ")
-        instruction = instruction.upper()
-        if instruction == "FROM":
-            words = args.split()
-            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(stages))
-            stages.append(Stage(name))
-        elif stages:
-            stages[-1].steps.append((instruction, args.strip()))
-    return stages
+def build_images(*extra: str) -> Built:
+    """Run the image build as `make images` does; fails with its output if it fails."""
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--cache", cache_dir(), *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((cache_dir() / "images" / "images.json").read_text())
+    return Built(
+        tag=manifest["tag"],
+        storage=tuple(manifest["buildah_storage"]),
+        images={entry["name"]: entry for entry in manifest["images"]},
+        output=proc.stdout,
+    )
 
 
-def apt_packages(run: str) -> list[str]:
-    """The packages the `apt-get install` commands of a RUN line's arguments install."""
-    packages: list[str] = []
-    for command in re.split(r"&&|;|\|\|", run):
-        words = shlex.split(command)
-        if words[:2] == ["apt-get", "install"]:
-            packages += [w for w in words[2:] if not w.startswith("-")]
-    return packages
+@dataclass(frozen=True)
+class Container:
+    built: Built
+    id: str
+    rootfs: Path  # the container's files, mounted on the host
 
-
-def missing_on_host(packages: list[str]) -> list[str]:
-    """The packages dpkg does not list as installed on this host."""
-    missing = []
-    for package in packages:
-        status = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", package],
+    def run(
+        self,
+        argv: Sequence[str | Path],
+        *,
+        volumes: Mapping[Path, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        caps: Sequence[str] = (),
+        stdin: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """ARGV run inside the container as its image configures it (user, environment),
+        with each host path in VOLUMES bind-mounted at its container path and CAPS added to
+        buildah's default capabilities."""
+        flags: list[str] = ["--isolation", "chroot"]
+        for host, inside in (volumes or {}).items():
+            flags += ["--volume", f"{host}:{inside}"]
+        for key, value in (env or {}).items():
+            flags += ["--env", f"{key}={value}"]
+        if user is not None:
+            flags += ["--user", user]
+        for cap in caps:
+            flags += ["--cap-add", cap]
+        return subprocess.run(
+            ["buildah", *self.built.storage, "run", *flags, self.id, "--", *map(str, argv)],
+            input=stdin if stdin is not None else "",
             capture_output=True,
             text=True,
             check=False,
-        ).stdout
-        if status != "install ok installed":
-            missing.append(package)
-    return missing
+            timeout=timeout,
+        )
 
 
-def _under(root: Path, container_path: str) -> Path:
-    return root / container_path.lstrip("/")
-
-
-def _context_files(paths: list[str]) -> list[Path]:
-    """The tracked files under each COPY source: the build context is a clean checkout."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--", *paths],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [REPO / p for p in listed.split("\0") if p]
-
-
-def build(dockerfile: Path, out: Path) -> Built:
-    stages = parse(dockerfile)
-    build_stage, final = stages[0], stages[-1]
-    root = out / "build-root"
-    rootfs = out / "rootfs"
-    skipped: list[str] = []
-    workdir = "/"
-    for instruction, args in build_stage.steps:
-        if instruction == "WORKDIR":
-            workdir = args
-            _under(root, workdir).mkdir(parents=True, exist_ok=True)
-        elif instruction == "COPY":
-            *sources, dest = shlex.split(args)
-            target = _under(root, dest if dest.startswith("/") else f"{workdir}/{dest}")
-            for source in sources:
-                for file in _context_files([source]):
-                    rel = file.relative_to(REPO / source) if source.endswith("/") else None
-                    if rel is not None:
-                        where = target / rel
-                    elif dest.endswith("/"):
-                        where = target / file.name
-                    else:
-                        where = target
-                    where.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(file, where)
-        elif instruction == "RUN":
-            if "apt-get" in args:
-                packages = apt_packages(args)
-                missing = missing_on_host(packages)
-                if missing:
-                    raise RuntimeError(
-                        f"{dockerfile.name} installs {' '.join(missing)} in its build stage, and "
-                        f"this host lacks them: apt-get install {' '.join(missing)}, so the "
-                        "replay can stand in for that step"
-                    )
-                skipped.append(f"{args} (the host's {', '.join(packages)} stand in)")
-                continue
-            words = [str(_under(root, w)) if w.startswith("/") else w for w in shlex.split(args)]
-            subprocess.run(words, cwd=_under(root, workdir), check=True)
-    entrypoint = ""
-    for instruction, args in final.steps:
-        if instruction == "COPY" and args.startswith(f"--from={build_stage.name} "):
-            source, dest = shlex.split(args)[1:]
-            target = _under(rootfs, dest)
-            shutil.copytree(_under(root, source), target, symlinks=True, dirs_exist_ok=True)
-        elif instruction == "ENTRYPOINT":
-            entrypoint = args
-    return Built(rootfs, entrypoint, tuple(skipped))
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    built = build(REPO / argv[0], Path(argv[1]).resolve())
-    print(f"rootfs: {built.rootfs}\nentrypoint: {built.entrypoint}")
-    for line in built.skipped:
-        print(f"not replayed: {line}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+@contextmanager
+def container(built: Built, name: str) -> Iterator[Container]:
+    """A working container of image NAME, from its OCI archive; removed afterwards."""
+    entry = built.images[name]
+    ident = built.buildah("from", "--quiet", f"oci-archive:{entry['archive']}").strip()
+    try:
+        rootfs = Path(built.buildah("mount", ident).strip())
+        yield Container(built, ident, rootfs)
+    finally:
+        built.buildah("rm", ident)

@@ -1,113 +1,127 @@
-"""The two images' contents, built the way their Dockerfiles build them (see tests/chart/images.py:
-no Docker engine here), then used as the chart uses them."""
+"""The images `make images` builds with buildah (tools/images.py), run from the OCI archives the
+node rig imports, the way the chart and the node use them."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+import tarfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.chart.images import REPO, Built, apt_packages, build, missing_on_host, parse
+from tests.chart.images import Built, Container, build_images, container
 from tests.chart.render import one, render
 from tests.poll import poll
 
+pytestmark = pytest.mark.images
+
 _ENV = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
-
-
-def test_the_replay_stands_in_the_hosts_packages_for_the_apt_line() -> None:
-    """The build stage's apt-get line is not replayed; the host must hold what it installs (the
-    static CNI client needs gcc and libc.a, PyInstaller needs objdump)."""
-    build_stage = parse(REPO / "Dockerfile.cni")[0]
-    runs = [args for instruction, args in build_stage.steps if instruction == "RUN"]
-    assert [apt_packages(run) for run in runs] == [["binutils", "gcc", "libc6-dev"], []]
-    assert missing_on_host(["binutils", "gcc", "libc6-dev"]) == []
-    assert missing_on_host(["gcc", "bond-injector-no-such-package"]) == [
-        "bond-injector-no-such-package"
-    ]
+_CNI_ENV = {"PATH": "/usr/bin:/bin"}  # what a runtime gives a plugin, besides CNI_*
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
-    # Both at once: one mostly waits on pip downloads while the other runs PyInstaller.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {
-            name: pool.submit(
-                build, REPO / f"Dockerfile.{name}", tmp_path_factory.mktemp(f"{name}-image")
-            )
-            for name in ("webhook", "cni")
-        }
-        return {name: future.result() for name, future in futures.items()}
+def built() -> Built:
+    return build_images()
 
 
-@pytest.fixture(scope="module")
-def webhook_image(images: dict[str, Built]) -> Built:
-    return images["webhook"]
+def test_every_image_is_an_oci_archive_named_for_import(built: Built) -> None:
+    """What `ctr -n k8s.io images import` reads: an OCI index whose one manifest carries the
+    image's full name (the name containerd gives it) and the digest images.json records."""
+    assert set(built.images) == {"webhook", "cni", "pause", "bond-test"}
+    for name, entry in built.images.items():
+        assert entry["ref"] == f"localhost/bond-injector/{name}:{built.tag}"
+        with tarfile.open(entry["archive"]) as tar:
+            index_file = tar.extractfile("index.json")
+            assert index_file is not None
+            (manifest,) = json.load(index_file)["manifests"]
+        assert manifest["annotations"]["org.opencontainers.image.ref.name"] == entry["ref"]
+        assert manifest["digest"] == entry["digest"]
 
 
-@pytest.fixture(scope="module")
-def cni_image(images: dict[str, Built]) -> Built:
-    return images["cni"]
+def test_a_second_build_with_nothing_changed_rebuilds_nothing(built: Built) -> None:
+    archives = {name: Path(e["archive"]).stat().st_mtime_ns for name, e in built.images.items()}
+    again = build_images()
+    for name, entry in again.images.items():
+        assert f"{entry['ref']} is up to date" in again.output
+        assert Path(entry["archive"]).stat().st_mtime_ns == archives[name], name
+        assert entry["digest"] == built.images[name]["digest"]
+    assert "building" not in again.output
 
 
-def _run(*args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in args],
-        capture_output=True,
-        text=True,
-        env={**_ENV, **env},
-        cwd="/",  # not the repository: only what the image holds may be imported
-        check=False,
-        timeout=120,
-    )
+def test_the_chart_values_select_the_built_images(built: Built) -> None:
+    """The values file `make images` writes puts every pod of the chart on the built images."""
+    objects = render(Path(built.images["webhook"]["archive"]).parent / "chart-values.yaml")
+    (webhook,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert webhook["image"] == built.images["webhook"]["ref"]
+    pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    images = {c["image"] for c in pod["initContainers"] + pod["containers"]}
+    assert images == {built.images["cni"]["ref"]}
 
 
-@pytest.mark.images
-def test_webhook_image_runs_the_commands_the_chart_uses(
-    webhook_image: Built, tmp_path: Path
-) -> None:
-    assert webhook_image.entrypoint == '["bond-injector"]'
-    venv = webhook_image.rootfs / "opt" / "bond-injector"
-    serve = _run(venv / "bin" / "bond-injector", "serve", "--help")
-    assert serve.returncode == 0, serve.stderr
-    assert "--tls-cert" in serve.stdout
-    certs = _run(
-        venv / "bin" / "bond-injector", "certs", "generate", "--out-dir", tmp_path, "--dns", "x"
-    )
-    assert certs.returncode == 0, certs.stderr
-    assert (tmp_path / "tls.crt").is_file()
-    # The helm test pod runs `python -c` with the standard library only.
-    assert _run(venv / "bin" / "python", "-c", "import ssl, urllib.request").returncode == 0
-    # Runtime dependencies only: the dev tools are not in the image.
-    for module in ("pytest", "mypy", "PyInstaller"):
-        assert _run(venv / "bin" / "python", "-c", f"import {module}").returncode != 0, module
+def test_webhook_image_runs_the_commands_the_chart_uses(built: Built, tmp_path: Path) -> None:
+    config = built.config("webhook")
+    assert config["Entrypoint"] == ["bond-injector"]
+    assert config["User"] == "65532:65532"  # the chart's runAsUser: no root in the image
+    with container(built, "webhook") as box:
+        serve = box.run(["bond-injector", "serve", "--help"])
+        assert serve.returncode == 0, serve.stderr
+        assert "--tls-cert" in serve.stdout
+        out = tmp_path / "certs"
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)  # written by the image's user 65532
+        certs = box.run(
+            ["bond-injector", "certs", "generate", "--out-dir", "/certs", "--dns", "x"],
+            volumes={out: "/certs"},
+        )
+        assert certs.returncode == 0, certs.stderr
+        assert (out / "tls.crt").stat().st_uid == 65532
+        # The helm test pod runs `python -c` with the standard library only.
+        stdlib = box.run(["python", "-c", "import ssl, urllib.request"])
+        assert stdlib.returncode == 0, stdlib.stderr
+        # Runtime dependencies only: the dev tools are not in the image.
+        for module in ("pytest", "mypy", "PyInstaller"):
+            assert box.run(["python", "-c", f"import {module}"]).returncode != 0, module
 
 
-@pytest.mark.images
-def test_cni_image_installs_a_plugin_that_answers_version(cni_image: Built, tmp_path: Path) -> None:
-    assert cni_image.entrypoint == '["/usr/local/bin/install-bond-cni"]'
-    assert any("apt-get" in line for line in cni_image.skipped)
-    host_bin = tmp_path / "opt-cni-bin"
+def _install(box: Container, host_bin: Path) -> None:
+    """The image's entrypoint as the chart's init container runs it (INSTALL_ONLY=1), with the
+    host's CNI bin directory mounted where the chart mounts it."""
     host_bin.mkdir()
-    installer = cni_image.rootfs / "usr" / "local" / "bin" / "install-bond-cni"
-    installed = _run(
-        installer,
-        BOND_CNI_SOURCE=str(cni_image.rootfs / "opt" / "bond-injector" / "bond"),
-        CNI_BIN_DIR=str(host_bin),
-        INSTALL_ONLY="1",
+    (entrypoint,) = box.built.config("cni")["Entrypoint"]
+    installed = box.run(
+        [entrypoint], volumes={host_bin: "/host/opt/cni/bin"}, env={"INSTALL_ONLY": "1"}
     )
     assert installed.returncode == 0, installed.stderr
-    # Run it as a runtime would: from the host directory, with an empty environment but CNI's.
+    assert "installed bundle" in installed.stderr
+
+
+def test_cni_image_installs_a_plugin_that_answers_version(built: Built, tmp_path: Path) -> None:
+    assert built.config("cni")["Entrypoint"] == ["/usr/local/bin/install-bond-cni"]
+    host_bin = tmp_path / "opt-cni-bin"
+    with container(built, "cni") as box:
+        _install(box, host_bin)
+        # Inside the image (its own libc, nothing from the build host)...
+        inside = box.run(
+            ["/opt/bond-injector/bond/bond"],
+            env={"CNI_COMMAND": "VERSION", "BOND_CNI_HELPER": "off"},
+            stdin="{}",
+        )
+        assert inside.returncode == 0, inside.stderr
+        assert "1.1.0" in json.loads(inside.stdout)["supportedVersions"]
+        # ...and the copy the installer put on the "node" (the image's nsenter is there too).
+        assert box.run(["nsenter", "--version"]).returncode == 0
     version = subprocess.run(
-        [str(host_bin / "bond")],
+        [host_bin / "bond"],
         input="{}",
         capture_output=True,
         text=True,
-        env={"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"},
+        env={"CNI_COMMAND": "VERSION", **_CNI_ENV},
         cwd="/",
         check=False,
         timeout=60,
@@ -116,27 +130,27 @@ def test_cni_image_installs_a_plugin_that_answers_version(cni_image: Built, tmp_
     assert "1.1.0" in json.loads(version.stdout)["supportedVersions"]
 
 
-def _installed(cni_image: Built, host_bin: Path) -> None:
-    """The image's bundle installed into host_bin as the init container does (INSTALL_ONLY=1)."""
-    host_bin.mkdir()
-    installed = _run(
-        cni_image.rootfs / "usr" / "local" / "bin" / "install-bond-cni",
-        BOND_CNI_SOURCE=str(cni_image.rootfs / "opt" / "bond-injector" / "bond"),
-        CNI_BIN_DIR=str(host_bin),
-        INSTALL_ONLY="1",
+def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        env=_ENV,
+        cwd="/",
+        check=False,
+        timeout=120,
     )
-    assert installed.returncode == 0, installed.stderr
 
 
-@pytest.mark.images
 def test_the_charts_helper_commands_serve_and_probe_the_installed_plugin(
-    cni_image: Built, tmp_path: Path
+    built: Built, tmp_path: Path
 ) -> None:
     """The helper container's command and probe, as the chart renders them for this host bin
-    dir and socket, run against the image's bundle behind the installer's symlink (in the host's
+    dir and socket, run against the bundle the image's installer put there (in the host's
     namespaces here, which the container's hostPath mounts reproduce at the same paths)."""
     host_bin, sock = tmp_path / "bin", tmp_path / "run" / "helper.sock"
-    _installed(cni_image, host_bin)
+    with container(built, "cni") as box:
+        _install(box, host_bin)
     sets = (f"cniInstaller.hostBinDir={host_bin}", "cniInstaller.helper.enabled=true")
     (helper,) = one(render(sets=sets), "DaemonSet")["spec"]["template"]["spec"]["containers"]
     # The container runs the node's copy at its node path (the chart mounts it there).
@@ -165,11 +179,7 @@ def test_the_charts_helper_commands_serve_and_probe_the_installed_plugin(
             [host_bin / "bond"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={
-                "CNI_COMMAND": "VERSION",
-                "PATH": "/usr/bin:/bin",
-                "BOND_CNI_HELPER_SOCKET": str(sock),
-            },
+            env={"CNI_COMMAND": "VERSION", **_CNI_ENV, "BOND_CNI_HELPER_SOCKET": str(sock)},
             cwd="/",
         )
         out, _ = client.communicate(b"{}", timeout=60)
@@ -186,3 +196,164 @@ def test_the_charts_helper_commands_serve_and_probe_the_installed_plugin(
     assert code == 0, log_path.read_text()
     assert not sock.exists()
     assert _run(*probe).returncode != 0
+
+
+def _children(pid: int) -> set[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(c) for c in children}
+
+
+def _state(pid: int) -> str:
+    """The process state letter (Z: a zombie nobody reaped), or '' once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def test_pause_is_a_static_pid_1_that_reaps_orphans_and_stops_on_sigterm(built: Built) -> None:
+    """containerd's sandbox process: the image's /pause alone (static, no loader), run as PID 1
+    of a fresh PID namespace, inherits an orphan, reaps it when it dies, and exits 0 on SIGTERM."""
+    config = built.config("pause")
+    assert config["Entrypoint"] == ["/pause"]
+    with container(built, "pause") as box:
+        assert sorted(p.name for p in box.rootfs.iterdir()) == ["pause"]
+        pause = box.rootfs / "pause"
+        headers = subprocess.run(
+            ["readelf", "--program-headers", pause], capture_output=True, text=True, check=True
+        ).stdout
+        assert "INTERP" not in headers  # no dynamic loader: runs from an empty image
+        sandbox = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", pause])
+        try:
+            poll(lambda: len(_children(sandbox.pid)) == 1, timeout=10, what="pause to start")
+            (pid1,) = _children(sandbox.pid)
+            # A process that leaves a child behind in the sandbox's PID namespace: the child
+            # is re-parented to PID 1, pause.
+            subprocess.run(
+                ["nsenter", "--target", str(pid1), "--pid", "--", "sh", "-c", "sleep 600 &"],
+                check=True,
+                timeout=30,
+            )
+            poll(lambda: len(_children(pid1)) == 1, timeout=10, what="the orphan to reach pause")
+            (orphan,) = _children(pid1)
+            os.kill(orphan, signal.SIGKILL)
+            poll(lambda: _state(orphan) == "", timeout=10, what="pause to reap the orphan")
+            os.kill(pid1, signal.SIGTERM)
+            assert sandbox.wait(timeout=10) == 0
+        finally:
+            if sandbox.poll() is None:
+                sandbox.kill()
+                sandbox.wait()
+
+
+def test_bond_test_image_has_ip_and_ping_and_stops_on_sigterm(built: Built) -> None:
+    with container(built, "bond-test") as box:
+        shown = box.run(["ip", "-json", "address", "show", "lo"])
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)[0]["ifname"] == "lo"
+        # ping holds CAP_NET_RAW as a file capability: a runtime's default set (containerd's
+        # has NET_RAW) lets it raise it; buildah's does not, so add it as the pod would have it.
+        ping = box.run(["ping", "-c", "1", "-W", "10", "127.0.0.1"], caps=["CAP_NET_RAW"])
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "1 received" in ping.stdout
+        # Its command as a pod's PID 1 runs it: deleting the pod (SIGTERM) ends it at once.
+        cmd = built.config("bond-test")["Cmd"]
+        workload = subprocess.Popen(
+            ["/usr/sbin/chroot", box.rootfs, *cmd], env={"PATH": "/usr/bin:/bin"}
+        )
+        sleeping: set[int] = set()
+
+        def started() -> bool:
+            sleeping.update(_children(workload.pid))
+            return bool(sleeping)
+
+        try:
+            poll(started, timeout=10, what="the workload to start sleeping")
+            workload.send_signal(signal.SIGTERM)
+            assert workload.wait(timeout=10) == 0
+        finally:
+            if workload.poll() is None:
+                workload.kill()
+                workload.wait()
+            # In a pod the PID namespace ends with its PID 1; here the sleep is left over.
+            for pid in sleeping:
+                if _state(pid) not in ("", "Z"):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get(url: str, accept: str = "") -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(  # noqa: S310 (the test registry, on loopback)
+        url, headers={"Accept": accept} if accept else {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), b""
+    except OSError:
+        return 0, {}, b""
+
+
+_MANIFESTS = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+
+
+def test_push_puts_every_image_in_the_users_registry_and_pins_the_chart_to_it(
+    built: Built, tmp_path: Path
+) -> None:
+    """`make images REGISTRY=... PUSH=1` against a real registry (Debian's docker-registry, the
+    distribution registry, on loopback over plain HTTP): every image's manifest is served under
+    REGISTRY/<name>:<tag> with the digest the build recorded, every blob it names is there, and
+    the chart values it writes render the chart's pods on exactly those digests."""
+    port = _free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n"
+    )
+    base = f"http://127.0.0.1:{port}"
+    with (tmp_path / "registry.log").open("wb") as log:
+        registry = subprocess.Popen(
+            ["docker-registry", "serve", config], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        poll(lambda: _get(f"{base}/v2/")[0] == 200, timeout=30, what="the registry to answer")
+        pushed = build_images(
+            "--registry", f"127.0.0.1:{port}/team", "--push", "--tls-verify", "false"
+        )
+        for name, entry in pushed.images.items():
+            ref = f"127.0.0.1:{port}/team/{name}:{built.tag}"
+            assert entry["pushed"]["ref"] == ref
+            status, headers, body = _get(f"{base}/v2/team/{name}/manifests/{built.tag}", _MANIFESTS)
+            assert status == 200, name
+            assert headers["Docker-Content-Digest"] == entry["pushed"]["digest"]
+            manifest = json.loads(body)
+            for blob in [manifest["config"], *manifest["layers"]]:
+                assert _get(f"{base}/v2/team/{name}/blobs/{blob['digest']}")[0] == 200
+        values = Path(pushed.images["webhook"]["archive"]).parent / "chart-values.yaml"
+        objects = render(values)
+        (webhook,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+        digest = pushed.images["webhook"]["pushed"]["digest"]
+        assert webhook["image"] == f"127.0.0.1:{port}/team/webhook@{digest}"
+        installer = one(objects, "DaemonSet")["spec"]["template"]["spec"]["initContainers"][0]
+        digest = pushed.images["cni"]["pushed"]["digest"]
+        assert installer["image"] == f"127.0.0.1:{port}/team/cni@{digest}"
+    finally:
+        registry.terminate()
+        registry.wait(timeout=30)
+        for name in built.images:  # drop this registry's names from the build's storage
+            built.buildah("rmi", f"127.0.0.1:{port}/team/{name}:{built.tag}")
+        build_images()  # the local images' chart values again, for whoever runs the node next

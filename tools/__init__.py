@@ -1,0 +1,1 @@
+"""Build and install scripts used by the Makefile; tools/images.py is also imported by tests."""
