@@ -45,8 +45,8 @@ build: venv ## the self-contained CNI executable bin/bond
 	./build.sh
 
 .PHONY: test
-test: deps node-deps images lint build ## the whole suite: lint, fast tier, kernel tier (one VM), cluster tier
-	$(PY) -m pytest tests
+test: deps images lint build ## the whole suite: lint, fast, kernel (one VM), cluster and images tiers
+	$(PY) -m pytest tests -m 'not node'
 
 .PHONY: test-fast
 test-fast: deps-fast build ## only the unmarked tier (pure and local-process tests)

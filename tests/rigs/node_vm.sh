@@ -34,6 +34,7 @@ wait_for() { # wait_for <seconds> <what> <command...>: poll until the command su
   local limit=$1 what=$2 t0=$SECONDS
   shift 2
   until "$@" >/dev/null 2>&1; do
+    [ ! -e "$STATE/stop" ] || exit 0 # node-down while starting
     ((SECONDS - t0 < limit)) || fail "$what not ready after $limit s"
     sleep 1
   done
