@@ -18,7 +18,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from certs.kube import api_client
 from tests.poll import poll
 from tests.rigs.cluster import Cluster
 from tests.webhook.asgi import AsgiClient
@@ -48,12 +47,6 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-def api(cluster: Cluster) -> Iterator[client.ApiClient]:
-    with api_client(cluster.kubeconfig) as c:
-        yield c
 
 
 @pytest.fixture
