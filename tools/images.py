@@ -23,7 +23,7 @@ build time (the Dockerfiles pin ranges, not hashes).
 
 Outputs, at stable paths:
     CACHE/images/<name>.oci.tar        an OCI archive (`ctr -n k8s.io images import` takes it)
-    CACHE/images/images.json           name, ref, archive, digest, key and size of each image
+    CACHE/images/images.json           {name: {reference, archive, digest, key, archive_bytes}}
     CACHE/images/chart-values.yaml     the chart values that select these images
 buildah's own storage (vfs, isolation chroot: no daemon, no overlay) is CACHE/images/storage.
 
@@ -489,17 +489,17 @@ def _check_tools() -> None:
         raise BuildError("building the images needs root (mmdebstrap --mode=root, buildah vfs)")
 
 
-def _chart_values(entries: list[dict[str, object]]) -> str:
+def _chart_values(entries: dict[str, dict[str, object]]) -> str:
     keys = {"webhook": "webhook", "cni": "cniInstaller"}
     lines = ["# The chart values that select the images tools/images.py built or pushed."]
-    for entry in entries:
-        if entry["name"] not in keys:
+    for name, entry in entries.items():
+        if name not in keys:
             continue
         pushed = entry.get("pushed")
-        ref = str(pushed["ref"] if isinstance(pushed, dict) else entry["ref"])
+        ref = str(pushed["reference"] if isinstance(pushed, dict) else entry["reference"])
         repository, _, tag = ref.rpartition(":")
         lines += [
-            f"{keys[str(entry['name'])]}:",
+            f"{keys[name]}:",
             "  image:",
             f"    repository: {repository}",
             f'    tag: "{tag}"',
@@ -536,7 +536,7 @@ def main(argv: Sequence[str]) -> int:
 
 def _main(builder: Builder, registry: str, push: bool, tls_verify: str) -> int:
     started = time.monotonic()
-    entries: list[dict[str, object]] = []
+    entries: dict[str, dict[str, object]] = {}
     for image in IMAGES:
         key = image_key(image, builder.tag)
         if builder.cached(image, key):
@@ -550,8 +550,7 @@ def _main(builder: Builder, registry: str, push: bool, tls_verify: str) -> int:
             )
         archive = builder.archive(image)
         entry: dict[str, object] = {
-            "name": image.name,
-            "ref": builder.ref(image),
+            "reference": builder.ref(image),
             "archive": str(archive),
             "digest": archive_digest(archive),
             "key": key,
@@ -573,17 +572,15 @@ def _main(builder: Builder, registry: str, push: bool, tls_verify: str) -> int:
                         f"docker://{remote}",
                     )
                     digest = Path(digest_file.name).read_text().strip()
-                entry["pushed"] = {"ref": remote, "digest": digest}
+                entry["pushed"] = {"reference": remote, "digest": digest}
                 print(f"images: pushed {remote}@{digest}", flush=True)
-        entries.append(entry)
+        entries[image.name] = entry
     # Every run: images no name points at any more (a rebuild's predecessor, or a copy pulled
     # back from an archive by the tests) would otherwise pile up in the vfs storage.
     builder.prune({b.ref() for b in BASES.values()})
     manifest = builder.dir / "images.json"
-    storage = builder.storage
-    body = {"tag": builder.tag, "buildah_storage": storage, "images": entries}
     tmp = manifest.with_name(manifest.name + ".tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    tmp.write_text(json.dumps(entries, indent=2) + "\n")
     tmp.replace(manifest)
     values = builder.dir / "chart-values.yaml"
     values.write_text(_chart_values(entries))

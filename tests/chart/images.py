@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools import images
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "images.py"
 
@@ -44,7 +46,8 @@ class Built:
 
     def config(self, name: str) -> dict[str, Any]:
         """The OCI image configuration's `config` part (Entrypoint, Cmd, User, Env)."""
-        inspected = json.loads(self.buildah("inspect", "--type", "image", self.images[name]["ref"]))
+        ref = self.images[name]["reference"]
+        inspected = json.loads(self.buildah("inspect", "--type", "image", ref))
         config: dict[str, Any] = inspected["OCIv1"]["config"]
         return config
 
@@ -59,11 +62,12 @@ def build_images(*extra: str) -> Built:
         timeout=3600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    manifest = json.loads((cache_dir() / "images" / "images.json").read_text())
+    entries = json.loads((cache_dir() / "images" / "images.json").read_text())
+    tag = images.chart_app_version()
     return Built(
-        tag=manifest["tag"],
-        storage=tuple(manifest["buildah_storage"]),
-        images={entry["name"]: entry for entry in manifest["images"]},
+        tag=tag,
+        storage=tuple(images.Builder(cache_dir(), tag).storage),
+        images=entries,
         output=proc.stdout,
     )
 

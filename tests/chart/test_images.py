@@ -35,12 +35,12 @@ def test_every_image_is_an_oci_archive_named_for_import(built: Built) -> None:
     image's full name (the name containerd gives it) and the digest images.json records."""
     assert set(built.images) == {"webhook", "cni", "pause", "bond-test"}
     for name, entry in built.images.items():
-        assert entry["ref"] == f"localhost/bond-injector/{name}:{built.tag}"
+        assert entry["reference"] == f"localhost/bond-injector/{name}:{built.tag}"
         with tarfile.open(entry["archive"]) as tar:
             index_file = tar.extractfile("index.json")
             assert index_file is not None
             (manifest,) = json.load(index_file)["manifests"]
-        assert manifest["annotations"]["org.opencontainers.image.ref.name"] == entry["ref"]
+        assert manifest["annotations"]["org.opencontainers.image.ref.name"] == entry["reference"]
         assert manifest["digest"] == entry["digest"]
 
 
@@ -48,7 +48,7 @@ def test_a_second_build_with_nothing_changed_rebuilds_nothing(built: Built) -> N
     archives = {name: Path(e["archive"]).stat().st_mtime_ns for name, e in built.images.items()}
     again = build_images()
     for name, entry in again.images.items():
-        assert f"{entry['ref']} is up to date" in again.output
+        assert f"{entry['reference']} is up to date" in again.output
         assert Path(entry["archive"]).stat().st_mtime_ns == archives[name], name
         assert entry["digest"] == built.images[name]["digest"]
     assert "building" not in again.output
@@ -58,10 +58,10 @@ def test_the_chart_values_select_the_built_images(built: Built) -> None:
     """The values file `make images` writes puts every pod of the chart on the built images."""
     objects = render(Path(built.images["webhook"]["archive"]).parent / "chart-values.yaml")
     (webhook,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert webhook["image"] == built.images["webhook"]["ref"]
+    assert webhook["image"] == built.images["webhook"]["reference"]
     pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
-    images = {c["image"] for c in pod["initContainers"] + pod["containers"]}
-    assert images == {built.images["cni"]["ref"]}
+    images = {c["image"] for c in pod.get("initContainers", []) + pod["containers"]}
+    assert images == {built.images["cni"]["reference"]}
 
 
 def test_webhook_image_runs_the_commands_the_chart_uses(built: Built, tmp_path: Path) -> None:
@@ -114,8 +114,7 @@ def test_cni_image_installs_a_plugin_that_answers_version(built: Built, tmp_path
         )
         assert inside.returncode == 0, inside.stderr
         assert "1.1.0" in json.loads(inside.stdout)["supportedVersions"]
-        # ...and the copy the installer put on the "node" (the image's nsenter is there too).
-        assert box.run(["nsenter", "--version"]).returncode == 0
+        # ...and the copy the installer put on the "node".
     version = subprocess.run(
         [host_bin / "bond"],
         input="{}",
@@ -336,7 +335,7 @@ def test_push_puts_every_image_in_the_users_registry_and_pins_the_chart_to_it(
         )
         for name, entry in pushed.images.items():
             ref = f"127.0.0.1:{port}/team/{name}:{built.tag}"
-            assert entry["pushed"]["ref"] == ref
+            assert entry["pushed"]["reference"] == ref
             status, headers, body = _get(f"{base}/v2/team/{name}/manifests/{built.tag}", _MANIFESTS)
             assert status == 200, name
             assert headers["Docker-Content-Digest"] == entry["pushed"]["digest"]
@@ -348,9 +347,10 @@ def test_push_puts_every_image_in_the_users_registry_and_pins_the_chart_to_it(
         (webhook,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
         digest = pushed.images["webhook"]["pushed"]["digest"]
         assert webhook["image"] == f"127.0.0.1:{port}/team/webhook@{digest}"
-        installer = one(objects, "DaemonSet")["spec"]["template"]["spec"]["initContainers"][0]
+        pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
         digest = pushed.images["cni"]["pushed"]["digest"]
-        assert installer["image"] == f"127.0.0.1:{port}/team/cni@{digest}"
+        images = {c["image"] for c in pod.get("initContainers", []) + pod["containers"]}
+        assert images == {f"127.0.0.1:{port}/team/cni@{digest}"}
     finally:
         registry.terminate()
         registry.wait(timeout=30)
