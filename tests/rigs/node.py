@@ -317,6 +317,8 @@ def install_chart(cluster: Cluster) -> None:
         "--set", f"cniInstaller.image.tag={cni_tag}",
         # STAND-IN: the rig's VFs are veths handed over by vf-standin (see node_vm.sh).
         "--set", "networks.legType=vf-standin",
+        # The warm helper, least-privileged (off by default: see the README's Security section).
+        "--set", "cniInstaller.helper.enabled=true",
         "--set-json", f"networks.bond.ipam={json.dumps(ipam)}",
     )  # fmt: skip
 
