@@ -48,7 +48,9 @@ def _host_helper() -> Iterator[Path]:
     it is yielded; the tests' own rig starts and stops it."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-helper-") as tmp,
-        running_helper(Path(tmp) / "run" / "helper.sock", "--log-level", "INFO") as helper,
+        running_helper(
+            Path(tmp) / "run" / "helper.sock", "--log-level", "INFO", "--cni-path", "/usr/lib/cni"
+        ) as helper,
     ):
         # bin/bond execs bond-plugin in place, so this pid is the helper's own process.
         status = Path(f"/proc/{helper.proc.pid}/status").read_text()

@@ -52,7 +52,7 @@ CONF
 
 # The helper, started once like the node's DaemonSet would; its socket appears once it is warm.
 sock=$state/helper.sock
-"$state/bin/bond" serve --socket "$sock" --log-level DEBUG 2>"$state/helper.log" &
+"$state/bin/bond" serve --socket "$sock" --cni-path "$state/bin" --log-level DEBUG 2>"$state/helper.log" &
 helper_pid=$!
 for ((i = 0; i < 3000; i++)); do
   [ -S "$sock" ] && break

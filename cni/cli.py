@@ -34,6 +34,12 @@ def _helper_cli(argv: list[str]) -> int:
     serve_cmd.add_argument("--max-children", type=int, default=64, help="requests in flight")
     serve_cmd.add_argument("--request-timeout", type=float, default=300.0, help="seconds")
     serve_cmd.add_argument("--spares", type=int, default=2, help="children forked ahead")
+    serve_cmd.add_argument(
+        "--cni-path",
+        default="/opt/cni/bin",
+        help="where requests' IPAM plugins are found, ':'-separated; replaces each request's "
+        "CNI_PATH (default /opt/cni/bin)",
+    )
     serve_cmd.add_argument("--log-level", default="INFO", help="DEBUG lists lazy imports")
     probe_cmd = commands.add_parser("probe", help="exit 0 when a helper answers")
     probe_cmd.add_argument("--socket", default=default, help=f"(default {default})")
@@ -53,7 +59,9 @@ def _helper_cli(argv: list[str]) -> int:
     log.setLevel(args.log_level.upper())
     log.propagate = False
     try:
-        return serve(args.socket, args.max_children, args.request_timeout, args.spares)
+        return serve(
+            args.socket, args.max_children, args.request_timeout, args.spares, args.cni_path
+        )
     except HelperError as exc:
         log.error("%s", exc)
         return 2

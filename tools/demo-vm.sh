@@ -58,7 +58,7 @@ cni() {
 
 say "the node's warm helper (the chart's DaemonSet runs it): bin/bond serve"
 rm -rf "$helper_dir"
-bin/bond serve --socket "$helper_dir/helper.sock" 2>"$helper_dir.log" &
+bin/bond serve --socket "$helper_dir/helper.sock" --cni-path "$PWD/bin:/usr/lib/cni" 2>"$helper_dir.log" &
 helper_pid=$!
 deadline=$((SECONDS + 600))  # its one Python start-up reads the bundle over 9p: slow in this VM
 until [ -S "$helper_dir/helper.sock" ]; do

@@ -27,6 +27,10 @@ from cni.core.options import (
     BondOptions,
 )
 
+# The one folder `logFile` may name a file in. The helper runs requests from any root process that
+# reaches its socket: a logFile anywhere would let one append to any file of the node.
+LOG_DIR = "/var/log/bond-cni"
+_LOG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _TLB_ALB = ("balance-tlb", "balance-alb")
 _NO_ARP_MODES = ("802.3ad", *_TLB_ALB)
 _MAX_ARP_TARGETS = 16
@@ -248,8 +252,12 @@ def parse(data: Mapping[str, Any], ifname: str | None = None) -> BondConfig:
         ):
             raise invalid("ipam.type", f"{ipam_type!r} is not an IPAM plugin name")
     log_file = data.get("logFile")
-    if log_file is not None and (not isinstance(log_file, str) or not log_file.startswith("/")):
-        raise invalid("logFile", f"{log_file!r} is not an absolute path")
+    if log_file is not None and not _in_log_dir(log_file):
+        raise invalid(
+            "logFile",
+            f"{log_file!r} is not a file directly in {LOG_DIR}",
+            f"a file name in {LOG_DIR}, e.g. {LOG_DIR}/bond.log (the only folder logs go to)",
+        )
     options = _options(data, links)
     mac = _mac(data)
     if mac and options.mode == "active-backup" and options.fail_over_mac == "active":
@@ -273,3 +281,11 @@ def parse(data: Mapping[str, Any], ifname: str | None = None) -> BondConfig:
         prev_result=_object(data, "prevResult"),
         raw=data,
     )
+
+
+def _in_log_dir(path: object) -> bool:
+    """True for LOG_DIR/<name>: one plain file name, no "..", no sub-folder."""
+    if not isinstance(path, str):
+        return False
+    folder, _, name = path.rpartition("/")
+    return folder == LOG_DIR and bool(_LOG_NAME.match(name)) and name not in (".", "..")

@@ -8,10 +8,15 @@ plugin executable does, and the answer goes back. Children are forked ahead (`--
 the plugin once idle, so a caller waits for neither a fork nor the first copy-on-write faults.
 Without a helper the client runs the plugin in process.
 
-The helper must run in the mount and network namespaces of the runtime that calls the plugin
-(the node's): the child opens CNI_NETNS paths, execs IPAM plugins from CNI_PATH and writes
-`logFile`, all as the in-process plugin would. Only clients running as root or as the helper's
-own uid are served; the socket is created 0600 in a directory made 0700.
+The helper must see the node's paths as the runtime does: the child opens CNI_NETNS paths, execs
+IPAM plugins and writes `logFile`, all as the in-process plugin would. What a caller cannot choose:
+- CNI_PATH: IPAM plugins are looked up only in the helper's own `--cni-path` (default
+  /opt/cni/bin); the request's CNI_PATH is replaced, or any root process reaching the socket could
+  have the helper exec a program of its choosing (CNI_PATH=/bin and `ipam.type: "sh"`);
+- `logFile`: only a file in cni.core.config.LOG_DIR (checked in the plugin, in and out of here);
+- size: a request is at most wire.MAX_REQUEST bytes, and at most --max-children run at once.
+Only clients running as root or as the helper's own uid are served; the socket is created 0600
+in a folder that must be owned by root or the helper's uid, mode 0700 and not a symlink.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from cni.helper import wire
 from cni.plugin.dispatch import invoke
 
 DEFAULT_SOCKET = "/run/bond-cni/helper.sock"
+DEFAULT_CNI_PATH = "/opt/cni/bin"
 log = logging.getLogger("bond-cni-helper")
 
 
@@ -57,9 +63,42 @@ def preload() -> None:
         host.addresses(1)
 
 
-def _listen(path: str) -> socket.socket:
+def check_folder(path: str) -> None:
+    """The socket's folder: made 0700 if absent; else it must be a real folder (not a symlink)
+    owned by root or by us, and private. One of ours that is more open (kubelet's
+    DirectoryOrCreate makes 0755) is made 0700. Anything else: HelperError naming the fix."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if not os.path.lexists(directory):
+        try:
+            os.makedirs(directory, mode=0o700)
+        except OSError as exc:
+            raise HelperError(f"cannot create the socket folder {directory}: {exc}") from exc
+    info = os.lstat(directory)
+    if stat.S_ISLNK(info.st_mode):
+        raise HelperError(
+            f"socket folder {directory} is a symlink: make it a real folder owned by root, "
+            "mode 0700, or pick another --socket"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise HelperError(f"socket folder {directory} is not a folder: remove it or pick --socket")
+    me = os.geteuid()
+    if info.st_uid not in (0, me):
+        raise HelperError(
+            f"socket folder {directory} is owned by uid {info.st_uid}, not root nor {me}: "
+            f"`chown root {directory}` or pick another --socket"
+        )
+    if info.st_mode & 0o077:
+        if info.st_uid != me:
+            raise HelperError(
+                f"socket folder {directory} has mode {info.st_mode & 0o7777:04o}, not 0700: "
+                f"`chmod 0700 {directory}` or pick another --socket"
+            )
+        os.chmod(directory, 0o700)
+        log.info("socket folder %s: mode %04o made 0700", directory, info.st_mode & 0o7777)
+
+
+def _listen(path: str) -> socket.socket:
+    check_folder(path)
     with contextlib.suppress(FileNotFoundError):
         mode = os.lstat(path).st_mode
         if not stat.S_ISSOCK(mode):
@@ -102,12 +141,16 @@ def read_to_eof(conn: socket.socket, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def run_request(request: wire.Request) -> wire.Response:
-    """The plugin on one request's environment and stdin (in a child)."""
-    return wire.Response(*invoke(request.env, request.stdin))
+def run_request(request: wire.Request, cni_path: str = DEFAULT_CNI_PATH) -> wire.Response:
+    """The plugin on one request's environment and stdin (in a child), with CNI_PATH replaced by
+    the helper's own `cni_path` (a caller-chosen one would let it pick what the helper execs)."""
+    env = dict(request.env)
+    if env.get("CNI_PATH"):  # one without gets the plugin's own "missing" error, as in process
+        env["CNI_PATH"] = cni_path
+    return wire.Response(*invoke(env, request.stdin))
 
 
-def _child(conn: socket.socket, peer: int, timeout: float) -> NoReturn:
+def _child(conn: socket.socket, peer: int, timeout: float, cni_path: str) -> NoReturn:
     status = 1
     try:
         signal.alarm(max(1, round(timeout)))  # a stuck request ends; its client runs in process
@@ -116,7 +159,7 @@ def _child(conn: socket.socket, peer: int, timeout: float) -> NoReturn:
         # Diagnostics only: a set of ~300 module names per request, when someone asks.
         before = set(sys.modules) if log.isEnabledFor(logging.DEBUG) else None
         request = wire.decode_request(read_to_eof(conn, wire.MAX_REQUEST))
-        response = run_request(request)
+        response = run_request(request, cni_path)
         conn.sendall(wire.encode_response(response))
         log.info(
             "pid %d: %s %s %s: exit %d in %.1f ms",
@@ -137,14 +180,14 @@ def _child(conn: socket.socket, peer: int, timeout: float) -> NoReturn:
         os._exit(status)
 
 
-def _spare(line: socket.socket, timeout: float, warm: bool) -> NoReturn:
+def _spare(line: socket.socket, timeout: float, cni_path: str, warm: bool) -> NoReturn:
     """A child: wait for the helper to pass it a connection, then serve that one."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if warm:
         # Copy-on-write: the first run through the plugin copies the pages it writes. A child
         # forked ahead does that idle, not on a caller's clock.
-        run_request(wire.Request({"CNI_COMMAND": "VERSION"}, b""))
+        run_request(wire.Request({"CNI_COMMAND": "VERSION"}, b""), cni_path)
     try:
         message, fds, _flags, _addr = socket.recv_fds(line, 16, 1)
     except OSError:
@@ -153,7 +196,7 @@ def _spare(line: socket.socket, timeout: float, warm: bool) -> NoReturn:
     if not fds or len(message) != 4:  # the helper is stopping, or gone: nothing to serve
         os._exit(0)
     (peer,) = struct.unpack("=i", message)
-    _child(socket.socket(fileno=fds[0]), peer, timeout)
+    _child(socket.socket(fileno=fds[0]), peer, timeout, cni_path)
 
 
 @dataclass
@@ -168,9 +211,15 @@ class _Pool:
     fork, and the pool is topped up after each hand-off. At most `max_children` in all."""
 
     def __init__(
-        self, listener: socket.socket, spares: int, max_children: int, timeout: float
+        self,
+        listener: socket.socket,
+        spares: int,
+        max_children: int,
+        timeout: float,
+        cni_path: str,
     ) -> None:
         self._listener = listener
+        self._cni_path = cni_path
         self._spares = spares
         self._max = max_children
         self._timeout = timeout
@@ -190,7 +239,7 @@ class _Pool:
             self._listener.close()
             for spare in self.idle:  # or an idle sibling never sees the helper hang up
                 spare.line.close()
-            _spare(theirs, self._timeout, warm)
+            _spare(theirs, self._timeout, self._cni_path, warm)
         theirs.close()
         self.children.add(pid)
         return _Spare(pid, ours)
@@ -241,10 +290,16 @@ class _Pool:
 
 
 def serve(
-    path: str, max_children: int = 64, request_timeout: float = 300.0, spares: int = 2
+    path: str,
+    max_children: int = 64,
+    request_timeout: float = 300.0,
+    spares: int = 2,
+    cni_path: str = DEFAULT_CNI_PATH,
 ) -> int:
-    """Serve until SIGTERM or SIGINT; then remove the socket and let requests in flight finish."""
+    """Serve until SIGTERM or SIGINT; then remove the socket and let requests in flight finish.
+    `cni_path` (os.pathsep-separated) is where requests find their IPAM plugins."""
     started = time.monotonic()
+    check_folder(path)  # before the slow preload: a wrong folder fails at once
     preload()
     listener = _listen(path)
     inode = os.stat(path).st_ino
@@ -260,15 +315,17 @@ def serve(
     listener.settimeout(0.5)
     gc.collect()
     gc.freeze()  # children share the preloaded heap instead of copying it on the first collection
-    pool = _Pool(listener, spares, max_children, request_timeout)
+    pool = _Pool(listener, spares, max_children, request_timeout, cni_path)
     pool.top_up()
     log.info(
-        "serving on %s: pid %d, %d modules preloaded in %.0f ms, %d spare children",
+        "serving on %s: pid %d, %d modules preloaded in %.0f ms, %d spare children, "
+        "IPAM plugins from %s",
         path,
         os.getpid(),
         len(sys.modules),
         (time.monotonic() - started) * 1000,
         len(pool.idle),
+        cni_path,
     )
     try:
         while not stopping:

@@ -5,6 +5,11 @@
 
 Integers are big-endian. One request and one response per connection; the client shuts down its
 write side after the request, so a request is read to EOF.
+
+A request is at most MAX_REQUEST bytes (the C client's MAX_REQUEST too): with --max-children
+requests in flight, that bounds what callers can make the helper hold. A real CNI call (a config
+and its prevResult) is a few KiB; the client runs a larger one in process without sending it, and
+the helper drops one that arrives anyway, unanswered, so that client too runs it in process.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 
 MAGIC = b"BCNI"
 VERSION = 1
-MAX_REQUEST = 64 << 20
+MAX_REQUEST = 1 << 20
 MAX_ENV = 4096
 _U32 = struct.Struct(">I")
 _HEAD = struct.Struct(">4sI")

@@ -149,11 +149,16 @@ def _logging(stderr: io.StringIO, level_name: str) -> Iterator[LogFile]:
         log.warning("BOND_CNI_LOG_LEVEL %r is not a logging level; using WARNING", level_name)
 
     def log_file(path: str) -> None:
+        # config.parse allows only a file directly in LOG_DIR; a symlink planted there must not
+        # lead the append elsewhere either.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            file_handler = logging.FileHandler(path)
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            stream = open(os.open(path, flags, 0o640), "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             log.warning("cannot open logFile %s: %s", path, exc)
             return
+        file_handler = logging.StreamHandler(stream)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         file_handler.setLevel(logging.INFO)
         root.addHandler(file_handler)
@@ -166,6 +171,8 @@ def _logging(stderr: io.StringIO, level_name: str) -> Iterator[LogFile]:
         for each in added:
             root.removeHandler(each)
             each.close()
+            if each is not handler and isinstance(each, logging.StreamHandler):
+                each.stream.close()  # the logFile's; a StreamHandler leaves its stream open
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
 

@@ -468,7 +468,14 @@ def test_the_helper_runs_on_the_host_network_with_two_capabilities() -> None:
     (helper,) = spec["containers"]
     assert helper["name"] == "helper"
     assert helper["image"] == install["image"]
-    assert helper["command"] == ["/opt/cni/bin/bond", "serve", "--socket", SOCKET]
+    assert helper["command"] == [
+        "/opt/cni/bin/bond",
+        "serve",
+        "--cni-path",
+        "/opt/cni/bin",
+        "--socket",
+        SOCKET,
+    ]
     assert helper["securityContext"] == {
         "privileged": False,
         "runAsUser": 0,
@@ -532,7 +539,15 @@ def test_the_helper_runs_the_nodes_copy_at_host_bin_dir_on_the_socket(
 ) -> None:
     spec = _installer_pod(render(HELPER, sets=sets))
     (helper,) = spec["containers"]
-    assert helper["command"] == [bond, "serve", "--socket", SOCKET]
+    # IPAM plugins come from the node's CNI bin folder, never from a caller's CNI_PATH
+    assert helper["command"] == [
+        bond,
+        "serve",
+        "--cni-path",
+        bond[: -len("/bond")],
+        "--socket",
+        SOCKET,
+    ]
     for probe in ("readinessProbe", "livenessProbe"):
         assert helper[probe]["exec"]["command"] == [bond, "probe", "--socket", SOCKET]
     (mount,) = [m for m in helper["volumeMounts"] if m["name"] == "cni-bin"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cni.core.config import LOG_DIR
 from cni.core.spec import SUPPORTED_VERSIONS
 
 ALL_VERSIONS = SUPPORTED_VERSIONS
@@ -47,3 +51,15 @@ def require(path: Path, fix: str) -> None:
     broken build or install step."""
     if not path.exists():
         pytest.fail(f"{path} is missing: {fix}", pytrace=False)
+
+
+@pytest.fixture
+def node_log_file(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A file name in the one folder `logFile` may name (the node's /var/log/bond-cni), unique to
+    this test and removed after it; the folder is left, as the plugin leaves it."""
+    path = Path(LOG_DIR) / f"test-{os.getpid()}-{request.node.name[:40]}.log"
+    path = path.with_name(re.sub(r"[^A-Za-z0-9_.\-]", "_", path.name))
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)

@@ -56,7 +56,10 @@ def _cnitool(
 def helper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helper]:
     # The helper's preload reads the plugin's modules over 9p under TCG: tens of seconds, once.
     with running_helper(
-        tmp_path_factory.mktemp("helper") / "run" / "helper.sock", start_timeout=600
+        tmp_path_factory.mktemp("helper") / "run" / "helper.sock",
+        "--cni-path",
+        f"{BOND.parent}:/usr/lib/cni",  # what cnitool passes as CNI_PATH (below)
+        start_timeout=600,
     ) as running:
         yield running
 

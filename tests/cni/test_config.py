@@ -125,7 +125,7 @@ def test_extra_fields() -> None:
             **ALL_OPTIONS_8023AD,
             nicDiversity="enforce",
             haChecks="off",
-            logFile="/var/log/bond.log",
+            logFile="/var/log/bond-cni/bond.log",
             unknownField={"x": 1},
         )
     )
@@ -134,7 +134,7 @@ def test_extra_fields() -> None:
     assert (conf.nic_diversity, conf.ha_checks, conf.log_file) == (
         "enforce",
         "off",
-        "/var/log/bond.log",
+        "/var/log/bond-cni/bond.log",
     )
 
 
@@ -210,7 +210,11 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({"ipam": {"type": "bond"}}, "'ipam.type'", "IPAM plugin"),
     ({"ipam": {"type": "../host-local"}}, "'ipam.type'", "IPAM plugin"),
     ({"ipam": "host-local"}, "'ipam'", "JSON object"),
-    ({"logFile": "bond.log"}, "'logFile'", "absolute"),
+    ({"logFile": "bond.log"}, "'logFile'", "a file name in /var/log/bond-cni"),
+    ({"logFile": "/etc/cron.d/x"}, "'logFile'", "a file name in /var/log/bond-cni"),
+    ({"logFile": "/var/log/bond-cni/../x"}, "'logFile'", "a file name in /var/log/bond-cni"),
+    ({"logFile": "/var/log/bond-cni/sub/x"}, "'logFile'", "a file name in /var/log/bond-cni"),
+    ({"logFile": "/var/log/bond-cni/.."}, "'logFile'", "a file name in /var/log/bond-cni"),
 ]
 
 

@@ -259,7 +259,10 @@ def test_any_bytes_decode_or_are_refused(raw: bytes, cut: int, flip: int) -> Non
 @pytest.fixture(scope="module")
 def helper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helper]:
     require(BOND, "run `make build` (./build.sh)")
-    with running_helper(tmp_path_factory.mktemp("fuzz") / "run" / "helper.sock") as running:
+    sock = tmp_path_factory.mktemp("fuzz") / "run" / "helper.sock"
+    # No IPAM plugin to run, through the helper as in process (cni_env's CNI_PATH is empty too).
+    empty = str(tmp_path_factory.mktemp("empty-helper-cni-path"))
+    with running_helper(sock, "--cni-path", empty) as running:
         yield running
 
 

@@ -42,7 +42,8 @@ def _bundle() -> None:
 
 @pytest.fixture(scope="module")
 def helper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helper]:
-    with running_helper(tmp_path_factory.mktemp("helper") / "run" / "helper.sock") as running:
+    sock = tmp_path_factory.mktemp("helper") / "run" / "helper.sock"
+    with running_helper(sock, "--cni-path", ENV["CNI_PATH"]) as running:
         yield running
 
 
@@ -63,7 +64,6 @@ CASES: list[tuple[str, str, bytes | dict[str, Any], dict[str, str]]] = [
     ("netns-missing", "ADD", bond_config("1.0.0"), ENV),
     ("del-netns-gone", "DEL", bond_config("1.0.0"), ENV),
     ("check-old-version", "CHECK", bond_config("0.3.1"), ENV),
-    ("big-stdin", "ADD", bond_config(prevResult={"pad": "x" * (2 << 20)}, mode="x"), ENV),
 ]
 
 
@@ -85,7 +85,7 @@ def test_helper_answers_as_the_plugin_in_process(
 
 
 def test_del_releases_the_lease_through_the_helper(helper: Helper, tmp_path: Path) -> None:
-    """The child execs IPAM from the caller's CNI_PATH and the lease it frees is the caller's."""
+    """The child execs IPAM from the helper's --cni-path and frees the caller's lease."""
     conf = _ipam_conf(tmp_path)
     ipam_env = {**ENV, "CNI_COMMAND": "ADD", "PATH": os.environ["PATH"]}
     added = subprocess.run(
@@ -99,6 +99,88 @@ def test_del_releases_the_lease_through_the_helper(helper: Helper, tmp_path: Pat
     assert (tmp_path / "bondnet" / "192.0.2.2").exists()
     assert call("DEL", conf, ENV, socket=helper.socket) == (0, b"", "")
     assert not (tmp_path / "bondnet" / "192.0.2.2").exists()
+
+
+def _rogue_ipam(directory: Path, marker: Path) -> Path:
+    """An executable `sh` in `directory` that leaves `marker` when run, and answers as IPAM."""
+    directory.mkdir()
+    script = directory / "sh"
+    script.write_text(f'#!/bin/sh\ntouch {marker}\necho \'{{"cniVersion": "1.0.0"}}\'\n')
+    script.chmod(0o755)
+    return directory
+
+
+def test_the_caller_cannot_choose_what_the_helper_execs(helper: Helper, tmp_path: Path) -> None:
+    """The escalation of issue #10: any root process reaching the socket sent DEL with
+    CNI_PATH=/bin and `ipam.type: "sh"`, and the helper ran a shell. Now IPAM plugins come only
+    from the helper's --cni-path (here /usr/lib/cni, where no `sh` is)."""
+    marker = tmp_path / "ran"
+    rogue = _rogue_ipam(tmp_path / "rogue", marker)
+    conf = bond_config("1.0.0", ipam={"type": "sh"})
+    for cni_path in (str(rogue), "/bin", f"{rogue}:/usr/lib/cni"):
+        rc, out, err = call("DEL", conf, {**ENV, "CNI_PATH": cni_path}, socket=helper.socket)
+        assert (rc, out) == (0, b"")  # DEL never fails on IPAM it cannot find; it says so:
+        assert "IPAM plugin 'sh' not found in CNI_PATH '/usr/lib/cni'" in err
+        assert "gave no answer" not in err and not marker.exists()
+    assert helper.served("DEL") >= 3  # the helper answered: no fallback ran these in process
+    # The plugin run by the runtime itself uses the runtime's CNI_PATH, as the spec says: the
+    # same request in process does run `sh` (so this test would see the helper doing it).
+    rc, _out, err = call("DEL", conf, {**ENV, "CNI_PATH": str(rogue)})
+    assert rc == 0 and marker.exists(), err
+
+
+def test_log_file_only_in_the_log_folder(
+    helper: Helper, tmp_path: Path, node_log_file: Path
+) -> None:
+    outside = tmp_path / "appended"
+    conf = bond_config("1.0.0", logFile=str(outside))
+    through = call("DEL", conf, ENV, socket=helper.socket)
+    assert through == call("DEL", conf, ENV)  # refused the same with or without the helper
+    error = json.loads(through[1])
+    assert through[0] == 1 and error["code"] == 7
+    assert "'logFile'" in error["msg"] and "a file name in /var/log/bond-cni" in error["msg"]
+    assert not outside.exists()
+    # In the folder it is written, through the helper too; a symlink planted there is not followed.
+    conf = bond_config("1.0.0", logFile=str(node_log_file))
+    assert call("DEL", conf, ENV, socket=helper.socket) == (0, b"", "")
+    assert "DEL c1: no netns" in node_log_file.read_text()
+    node_log_file.unlink()
+    node_log_file.symlink_to(outside)
+    rc, out, err = call("DEL", conf, ENV, socket=helper.socket)
+    assert (rc, out) == (0, b"") and f"cannot open logFile {node_log_file}" in err
+    assert not outside.exists()
+
+
+def test_a_request_over_the_cap_runs_in_process_unsent(helper: Helper) -> None:
+    """The helper holds at most wire.MAX_REQUEST per request (with --max-children of them at
+    once); a larger call is the client's to run, in process, with the same answer."""
+    conf = bond_config("1.0.0", prevResult={"pad": "x" * wire.MAX_REQUEST}, mode="x")
+    served = helper.served("ADD")
+    rc, out, err = call("ADD", conf, ENV, socket=helper.socket)
+    alone = call("ADD", conf, ENV)
+    assert (rc, out) == alone[:2] and rc == 1 and b"'mode'" in out
+    assert f"over the helper's limit of {wire.MAX_REQUEST}, running in process" in err
+    assert helper.served("ADD") == served
+
+
+def test_the_helper_drops_an_oversized_request(helper: Helper) -> None:
+    """A client other than ours that sends more than the cap gets no answer (so it would run the
+    request itself) and the helper's child stops reading at the cap."""
+    request = wire.encode_request({**ENV, "CNI_COMMAND": "VERSION"}, b" " * wire.MAX_REQUEST)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(str(helper.socket))
+        try:
+            conn.sendall(request)
+            conn.shutdown(socket.SHUT_WR)
+            answer = conn.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b""
+    assert answer == b""
+    poll(
+        lambda: f"request larger than {wire.MAX_REQUEST} bytes" in helper.log(),
+        timeout=30,
+        what="the helper to log the oversized request",
+    )
 
 
 def test_concurrent_requests_each_get_their_own_answer(helper: Helper) -> None:
@@ -252,6 +334,30 @@ def test_second_helper_and_non_socket_are_refused(helper: Helper, tmp_path: Path
     refused = _bond("serve", str(plain))
     assert refused.returncode == 2 and "is not a socket" in refused.stderr
     assert plain.read_text() == "keep me"
+
+
+def test_socket_folder_must_be_private_real_and_ours(tmp_path: Path) -> None:
+    """kubelet's DirectoryOrCreate makes the folder 0755: the helper makes its own folder 0700. A
+    symlink, or a folder of another uid, and `serve` refuses to start, naming path and fix."""
+    opened = tmp_path / "open"
+    opened.mkdir(mode=0o755)
+    opened.chmod(0o755)
+    with running_helper(opened / "helper.sock") as running:
+        assert opened.stat().st_mode & 0o777 == 0o700
+        assert f"socket folder {opened}: mode 0755 made 0700" in running.log()
+    link = tmp_path / "link"
+    link.symlink_to(opened)
+    refused = _bond("serve", str(link / "helper.sock"))
+    assert refused.returncode == 2
+    assert f"socket folder {link} is a symlink: make it a real folder" in refused.stderr
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, 65534, 65534)
+    refused = _bond("serve", str(foreign / "helper.sock"))
+    assert refused.returncode == 2
+    assert f"socket folder {foreign} is owned by uid 65534" in refused.stderr
+    assert f"`chown root {foreign}`" in refused.stderr
+    assert not (foreign / "helper.sock").exists()
 
 
 def test_probe(helper: Helper, tmp_path: Path) -> None:

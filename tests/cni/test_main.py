@@ -139,10 +139,9 @@ def test_internal_error_branch_answers_json_not_a_traceback(tmp_path: Path) -> N
     assert "internal error OSError" in proc.stderr.decode()
 
 
-def test_log_file_gets_info_lines_stderr_only_warnings(tmp_path: Any) -> None:
-    log_file = tmp_path / "bond.log"
-    conf = bond_config("1.0.0", logFile=str(log_file))
+def test_log_file_gets_info_lines_stderr_only_warnings(node_log_file: Path) -> None:
+    conf = bond_config("1.0.0", logFile=str(node_log_file))
     rc, out, err = plugin("DEL", json.dumps(conf).encode(), **ENV)
     assert (rc, out) == (0, None)
-    assert "DEL c1: no netns '/run/netns/none'" in log_file.read_text()
+    assert "DEL c1: no netns '/run/netns/none'" in node_log_file.read_text()
     assert err == ""  # info goes to the file only; stdout and stderr stay clean

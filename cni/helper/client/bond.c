@@ -13,6 +13,7 @@
  * stdin untouched. When a helper took the request but gave no whole answer (it died, or was
  * busy), the client re-runs the request in process from a copy of stdin; every command is safe to
  * re-run (an ADD that got as far as the bond is refused, and the runtime's DEL cleans up).
+ * A request over the helper's size limit (MAX_REQUEST) is never sent: it runs in process.
  *
  * Any argument (`bond serve ...`, `bond probe ...`) goes straight to bond-plugin.
  * Environment: BOND_CNI_HELPER_SOCKET (default /run/bond-cni/helper.sock), BOND_CNI_HELPER=off.
@@ -33,6 +34,7 @@
 #define PLUGIN_NAME "bond-plugin"
 #define PROTOCOL 1u
 #define MAX_ANSWER (64u << 20)
+#define MAX_REQUEST (1u << 20) /* the helper's cap (cni/helper/wire.py); larger runs in process */
 
 extern char **environ;
 
@@ -242,6 +244,13 @@ int main(int argc, char **argv)
     put_u32(&request, (uint32_t)input.len);
     if (input.len)
         put(&request, input.data, input.len);
+
+    if (request.len > MAX_REQUEST) {
+        fprintf(stderr, "bond-cni WARNING request of %zu bytes is over the helper's limit of %u, "
+                        "running in process\n", request.len, MAX_REQUEST);
+        close(fd);
+        run_in_process(plain, &input);
+    }
 
     int code;
     errno = 0;
