@@ -30,7 +30,7 @@ import yaml
 
 from tests.poll import poll
 from tests.rigs import vm
-from tests.rigs.cluster import MANIFESTS, REPO, Cluster, ClusterError, bin_dir
+from tests.rigs.cluster import BINARIES, MANIFESTS, REPO, Cluster, ClusterError, bin_dir
 from tests.rigs.cluster_config import SERVICE_CIDR, kubeconfig
 from tests.rigs.cluster_pki import ClusterPki, KeyPair, generate_pki
 from tests.rigs.cluster_procs import free_port, pid_alive
@@ -51,17 +51,7 @@ VFS_PER_POOL = 3
 VM_MEMORY = "6G"
 UP_TIMEOUT = float(os.environ.get("BOND_INJECTOR_NODE_TIMEOUT", "1500"))
 GUEST_SCRIPT = Path(__file__).resolve().parent / "node_vm.sh"
-NODE_BINARIES = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubelet",
-    "kube-proxy",
-    "coredns",
-    "kubectl",
-    "helm",
-)
+NODE_BINARIES = (*BINARIES, "kubelet", "kube-proxy", "coredns")  # the cluster rig's and the node's
 # The client identities beyond the cluster rig's: (common name, group).
 _NODE_CLIENTS: dict[str, tuple[str, str | None]] = {
     "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
