@@ -72,6 +72,7 @@ def _helper(
         "unshare", "--mount", "--propagation", propagation,
         "setpriv", f"--bounding-set={bounding}", "--",
         str(BOND), "serve", "--socket", str(socket),
+        "--cni-path", "/usr/lib/cni",  # the chart passes hostBinDir; Debian's plugins live here
     ]  # fmt: skip
     log = tmp_path / "helper.log"
     with log.open("wb") as out:
