@@ -403,6 +403,12 @@ class Node:
             except ClusterError:
                 os.killpg(pid, signal.SIGKILL)
                 poll(lambda: not pid_alive(pid), 30, "the node VM to die", error=ClusterError)
+        # The logs outlive the node (a failed start is read afterwards); the rest goes.
+        last = cache_dir() / "node-last-logs"
+        shutil.rmtree(last, ignore_errors=True)
+        if (self.state / "logs").is_dir():
+            last.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(self.state / "logs", last)
         shutil.rmtree(self.state, ignore_errors=True)
         KUBECONFIG.unlink(missing_ok=True)
 

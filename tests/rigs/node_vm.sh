@@ -146,7 +146,7 @@ spawn coredns coredns -conf "$STATE/Corefile"
 say "starting containerd"
 mkdir -p /etc/containerd
 spawn containerd containerd --config "$STATE/containerd.toml"
-wait_for 120 containerd ctr version
+wait_for 600 containerd ctr version # TCG, beside a busy control plane: minutes
 for archive in "$IMAGES"/*.oci.tar; do
   [ -e "$archive" ] || continue
   ctr -n k8s.io images import "$archive" >/dev/null
