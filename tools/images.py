@@ -312,8 +312,7 @@ class Builder:
         print(f"images: building base {ref} with mmdebstrap", flush=True)
         debs = self.dir / "debs"  # downloaded packages, shared by the bases and later runs
         debs.mkdir(parents=True, exist_ok=True)
-        container = self.buildah("from", "scratch").strip()
-        try:
+        with self._scratch(ref) as container:
             rootfs = self.buildah("mount", container).strip()
             _stream(
                 [
@@ -357,12 +356,6 @@ class Builder:
                 f"org.opencontainers.image.description=Debian {SUITE} minbase, {base.name}",
                 container,
             )
-            self.buildah("commit", "--quiet", "--rm", container, ref)
-        except BaseException:
-            subprocess.run(
-                ["buildah", *self.storage, "rm", container], capture_output=True, check=False
-            )
-            raise
         print(f"images: base {ref} in {time.monotonic() - started:.0f} s", flush=True)
         return ref
 
@@ -417,8 +410,7 @@ class Builder:
         with tempfile.TemporaryDirectory(prefix="pause.", dir=self.dir) as tmp:
             binary = Path(tmp) / "pause"
             _run(["gcc", *PAUSE_CFLAGS, "-o", binary, source])
-            container = self.buildah("from", "scratch").strip()
-            try:
+            with self._scratch(ref) as container:
                 self.buildah("copy", "--chmod", "0755", container, binary, "/pause")
                 self.buildah(
                     "config",
@@ -432,12 +424,20 @@ class Builder:
                     f"io.bond-injector.key={key}",
                     container,
                 )
-                self.buildah("commit", "--quiet", "--rm", container, ref)
-            except BaseException:
-                subprocess.run(
-                    ["buildah", *self.storage, "rm", container], capture_output=True, check=False
-                )
-                raise
+
+    @contextmanager
+    def _scratch(self, ref: str) -> Iterator[str]:
+        """A working container from scratch for the block to fill: committed as `ref` when the
+        block succeeds, removed when it fails (or is interrupted)."""
+        container = self.buildah("from", "scratch").strip()
+        try:
+            yield container
+            self.buildah("commit", "--quiet", "--rm", container, ref)
+        except BaseException:
+            subprocess.run(
+                ["buildah", *self.storage, "rm", container], capture_output=True, check=False
+            )
+            raise
 
     def ensure_stored(self, image: Image) -> str:
         """The image in buildah's storage (pulled back from its archive if storage was wiped)."""
