@@ -81,7 +81,8 @@ dev-down: venv ## undo dev-up
 	$(PY) -m tests.rigs.dev down
 
 .PHONY: node-deps
-node-deps: deps ## the node rig's Go parts: Multus from ../shared/peers, the SR-IOV stand-ins
+node-deps: deps ## the node rig's parts: Multus from ../shared/peers, the SR-IOV stand-ins, apt packages
+	tools/ensure-apt.sh $(NODE_APT)
 	tools/build-node-parts.sh
 
 .PHONY: node-up
@@ -99,6 +100,10 @@ demo: deps build ## the main job end to end on this machine
 .PHONY: demo-node
 demo-node: deps node-deps images build ## the seed guide on a real node (kubelet, containerd, Multus) in a VM
 	tools/demo-node.sh
+
+# The node rig (tests/rigs/node.py): the runtime, kube-proxy's tools, and the two forwarders
+# between the host's control plane and the VM (socat out of the guest, tinyproxy into it).
+NODE_APT := containerd runc iptables conntrack socat tinyproxy
 
 # The image build: buildah (no daemon; vfs storage, chroot isolation), mmdebstrap for the bases,
 # gcc and libc6-dev for the static pause binary, binutils (readelf) for its test.

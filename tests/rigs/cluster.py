@@ -117,9 +117,17 @@ class Cluster:
         *,
         binaries: dict[str, Path] | None = None,
         die_with_parent: bool = False,
+        extra_ips: tuple[str, ...] = (),
+        extra_clients: dict[str, tuple[str, str | None]] | None = None,
+        extra_args: dict[str, list[str]] | None = None,
     ) -> None:
         """`die_with_parent`: the processes get SIGKILL when the thread that started them exits,
-        so a test run killed hard (CI timeout, SIGKILL) leaves nothing behind either."""
+        so a test run killed hard (CI timeout, SIGKILL) leaves nothing behind either.
+
+        `extra_ips` and `extra_clients` go to generate_pki (a node's view of the apiserver, its
+        kubelet's identity); `extra_args` maps a component to flags appended to its own (a
+        repeated flag's last value wins), e.g. the node rig's advertise address and egress.
+        """
         self.state_dir = state_dir.resolve()
         self._die_with_parent = die_with_parent
         self.kubeconfig = self.state_dir / "kubeconfig"
@@ -130,6 +138,9 @@ class Cluster:
         self._binaries = binaries
         self._owned = True
         self._popen: dict[str, subprocess.Popen[bytes]] = {}
+        self._extra_ips = extra_ips
+        self._extra_clients = extra_clients
+        self._extra_args = extra_args or {}
 
     # --- clients ---------------------------------------------------------------------------
 
@@ -267,7 +278,9 @@ class Cluster:
 
     def _start(self, binaries: dict[str, Path], deadline: float) -> None:
         shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)  # left by a crashed run
-        pki = generate_pki(self.state_dir / "pki")
+        pki = generate_pki(
+            self.state_dir / "pki", extra_ips=self._extra_ips, extra_clients=self._extra_clients
+        )
         self.ports = {
             "etcd-client": free_port(),
             "etcd-peer": free_port(),
@@ -315,7 +328,7 @@ class Cluster:
             # setpriv (util-linux) sets PR_SET_PDEATHSIG before exec'ing the binary.
             wrapper = ["setpriv", "--pdeathsig", "KILL", "--"] if self._die_with_parent else []
             proc = subprocess.Popen(
-                [*wrapper, str(binaries[name]), *args],
+                [*wrapper, str(binaries[name]), *args, *self._extra_args.get(name, [])],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -382,6 +395,11 @@ class Cluster:
         else:
             (self.state_dir / _STATE_FILE).unlink(missing_ok=True)
 
+    @staticmethod
+    def recorded(state_dir: Path) -> bool:
+        """Whether `state_dir` records a started cluster that `from_state` can stop."""
+        return (state_dir / _STATE_FILE).exists()
+
     @classmethod
     def from_state(cls, state_dir: Path) -> Cluster:
         """A handle on a cluster that `up` started in another process (for `down`)."""
@@ -437,7 +455,7 @@ def _up(state_dir: Path) -> int:
 
 
 def _down(state_dir: Path) -> int:
-    if not (state_dir / _STATE_FILE).exists():
+    if not Cluster.recorded(state_dir):
         shutil.rmtree(state_dir, ignore_errors=True)
         print(f"no cluster in {state_dir}")
         return 0

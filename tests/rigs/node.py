@@ -1,21 +1,31 @@
 """The node rig: a one-node Kubernetes cluster with a real kubelet, containerd and Multus in the VM.
 
     python -m tests.rigs.node up     # returns with the node Ready; kubeconfig .cluster/kubeconfig
-    python -m tests.rigs.node down   # stops the VM and everything in it, removes the state
+    python -m tests.rigs.node down   # stops the VM and the control plane, removes the state
 
-The host writes every certificate, kubeconfig and configuration file into `.node/` (the VM
-reads and writes the project folder over 9p), then boots one VM in the background whose command
-is tests/rigs/node_vm.sh. The guest runs the control plane, containerd, kubelet, kube-proxy,
-Multus and the stand-ins for SR-IOV hardware (see that script). The host reaches the apiserver
-through qemu's user-network port forward on 127.0.0.1; the guest's network is `restrict=on`, so
-nothing leaves the VM. Under TCG everything is slow: a cold `up` takes minutes, so tests share
-one node per run.
+The control plane (etcd, kube-apiserver, controller-manager, scheduler) runs on the host, as the
+cluster rig runs it: under TCG the apiserver alone needed minutes to start and timed out its own
+clients, natively it is ready in seconds. The node runs in one VM, because only Debian's kernel
+there can bond: containerd, runc, kubelet, kube-proxy, CoreDNS, Multus and the stand-ins for
+SR-IOV hardware (see tests/rigs/node_vm.sh). Every byte stays on this machine:
+
+    guest -> apiserver   qemu `guestfwd`: 10.0.2.100:<port> inside the guest runs
+                         `socat - TCP:127.0.0.1:<port>` on the host for each connection
+    apiserver -> guest   kube-apiserver's egress selector (`cluster`: kubelet, webhooks, pods)
+                         speaks HTTP CONNECT to 127.0.0.1:<proxy>, which qemu's `hostfwd`
+                         carries to tinyproxy on the node (Debian's), which dials the kubelet
+                         or the pod
+
+The guest's network is qemu user networking with `restrict=on`: nothing else leaves the VM.
+The host writes every certificate, kubeconfig and configuration file into `.node/` (the VM reads
+and writes the project folder over 9p). Under TCG the node is still slow: a cold `up` takes
+minutes, so tests share one node per run.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import contextlib
 import json
 import os
 import shutil
@@ -31,8 +41,8 @@ import yaml
 from tests.poll import poll
 from tests.rigs import vm
 from tests.rigs.cluster import BINARIES, MANIFESTS, REPO, Cluster, ClusterError, bin_dir
-from tests.rigs.cluster_config import SERVICE_CIDR, kubeconfig
-from tests.rigs.cluster_pki import ClusterPki, KeyPair, generate_pki
+from tests.rigs.cluster_config import kubeconfig
+from tests.rigs.cluster_pki import KeyPair
 from tests.rigs.cluster_procs import free_port, pid_alive
 
 STATE_DIR = REPO / ".node"
@@ -42,6 +52,9 @@ NAMESPACE = "bond-injector"
 KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 NODE_NAME = "bond-node"
 NODE_IP = "10.0.2.15"  # qemu user networking's guest address; restrict=on keeps it inside
+API_FROM_GUEST = "10.0.2.100"  # the host's apiserver as the guest reaches it (qemu guestfwd)
+GUEST_PROXY_PORT = 3128  # tinyproxy on the node: the apiserver's way in (egress selector)
+EGRESS_SOCKET = "egress.sock"  # the apiserver's egress socket; socat carries it to qemu's hostfwd
 POD_CIDR = "10.244.0.0/24"
 PEER = "10.56.217.1"  # the peer host behind the stand-in PF switches (examples/nads.yaml's gateway)
 PEER_CIDR = f"{PEER}/24"
@@ -96,7 +109,7 @@ def find_parts() -> Parts:
         for p in (parts.multus, parts.standins / "sriov-dp-standin", parts.standins / "vf-standin")
         if not os.access(p, os.X_OK)
     ]
-    for tool in ("containerd", "runc", "ctr", "iptables", "conntrack"):
+    for tool in ("containerd", "runc", "ctr", "iptables", "conntrack", "socat", "tinyproxy"):
         if shutil.which(tool) is None:
             missing.append(f"{tool} (apt)")
     if not list(parts.images.glob("*.oci.tar")):
@@ -104,13 +117,9 @@ def find_parts() -> Parts:
     if missing:
         raise NodeError(
             "the node rig needs " + ", ".join(missing) + "; run `make node-up` (it runs "
-            "`make deps images node-deps` first)"
+            "`make deps images node-deps` first, and node-deps installs the apt packages)"
         )
     return parts
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -119,21 +128,53 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def _kubeconfig(pki: ClusterPki, stem: str, server: str = "https://127.0.0.1:6443") -> str:
-    pair = KeyPair(cert=pki.ca.cert.parent / f"{stem}.crt", key=pki.ca.cert.parent / f"{stem}.key")
-    return kubeconfig(server, pki.ca.cert, pair, stem)
+def apiserver_args(state: Path) -> list[str]:
+    """The host apiserver's flags beyond the cluster rig's: how the node reaches it, how it
+    reaches the node (kubelet, webhook pods) and with which client identity."""
+    egress = state / "egress-selector.yaml"
+    _write(
+        egress,
+        yaml.safe_dump(
+            {
+                "apiVersion": "apiserver.k8s.io/v1beta1",
+                "kind": "EgressSelectorConfiguration",
+                "egressSelections": [
+                    {
+                        "name": "cluster",
+                        "connection": {
+                            "proxyProtocol": "HTTPConnect",
+                            "transport": {"uds": {"udsName": str(state / EGRESS_SOCKET)}},
+                        },
+                    }
+                ],
+            }
+        ),
+    )
+    pki = state / "control-plane" / "pki"
+    return [
+        f"--advertise-address={API_FROM_GUEST}",  # the `kubernetes` Service's endpoint for pods
+        f"--egress-selector-config-file={egress}",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        "--enable-aggregator-routing=true",  # webhooks dialled at endpoint (pod) IPs
+    ]
 
 
-def write_state(state: Path, parts: Parts, host_port: int) -> None:
+def write_state(state: Path, parts: Parts, control_plane: Cluster) -> None:
     """Every file the guest script reads, and the host's kubeconfig."""
-    pki = generate_pki(state / "pki", extra_ips=(NODE_IP,), extra_clients=_NODE_CLIENTS)
-    for stem in (
-        "admin", "controller-manager", "scheduler", "kubelet", "kube-proxy", "multus", "coredns"
-    ):  # fmt: skip
-        _write(state / f"{stem}.kubeconfig", _kubeconfig(pki, stem), 0o600)
+    pki = control_plane.state_dir / "pki"
+    api_port = control_plane.ports["kube-apiserver"]
+    server = f"https://{API_FROM_GUEST}:{api_port}"
+    for stem in ("kubelet", "kube-proxy", "multus", "coredns"):
+        pair = KeyPair(cert=pki / f"{stem}.crt", key=pki / f"{stem}.key")
+        _write(state / f"{stem}.kubeconfig", kubeconfig(server, pki / "ca.crt", pair, stem), 0o600)
+    _write(state / "apiserver-fwd", f"#!/bin/sh\nexec socat - TCP:127.0.0.1:{api_port}\n", 0o755)
     env = {
         "NODE_IP": NODE_IP,
         "NODE_NAME": NODE_NAME,
+        "API_HOST": API_FROM_GUEST,
+        "API_PORT": str(api_port),
+        "PROXY_PORT": str(GUEST_PROXY_PORT),
         "BIN": str(parts.bin),
         "CNI_SRC": "/usr/lib/cni",
         "MULTUS": str(parts.multus),
@@ -141,33 +182,44 @@ def write_state(state: Path, parts: Parts, host_port: int) -> None:
         "IMAGES": str(parts.images),
         "VFS": str(VFS_PER_POOL),
         "POD_CIDR": POD_CIDR,
-        "SERVICE_CIDR": SERVICE_CIDR,
         "PEER_CIDR": PEER_CIDR,
         "POOL_A": POOL_A,
         "POOL_B": POOL_B,
     }
     _write(state / "node.env", "".join(f"{k}='{v}'\n" for k, v in env.items()))
-    _write(state / "kubelet.yaml", yaml.safe_dump(_kubelet_config(state)))
+    _write(state / "kubelet.yaml", yaml.safe_dump(_kubelet_config(pki)))
     _write(state / "kube-proxy.yaml", yaml.safe_dump(_kube_proxy_config(state)))
     _write(state / "containerd.toml", _containerd_config(parts))
+    _write(state / "tinyproxy.conf", _tinyproxy_config(state))
     _write(state / "00-multus.conf", json.dumps(_multus_config(), indent=2))
     _write(state / "image-aliases", _image_aliases(parts.images))
-    manifests = state / "manifests"
-    manifests.mkdir(parents=True, exist_ok=True)
-    shutil.copy(MANIFESTS / "network-attachment-definition-crd.yaml", manifests)
-    shutil.copy(MANIFESTS / "node-rbac.yaml", manifests)
     _write(state / "Corefile", _corefile(state))
-    # The host's view: the same admin identity through qemu's forward on 127.0.0.1.
+    # The host's view: the control plane's own admin kubeconfig.
     KUBECONFIG.parent.mkdir(parents=True, exist_ok=True)
-    _write(KUBECONFIG, _kubeconfig(pki, "admin", f"https://127.0.0.1:{host_port}"), 0o600)
+    _write(KUBECONFIG, control_plane.kubeconfig.read_text(), 0o600)
 
 
-def _kubelet_config(state: Path) -> dict[str, object]:
+def _tinyproxy_config(state: Path) -> str:
+    """Debian's tinyproxy as the apiserver's HTTP CONNECT proxy into the node. Only qemu's
+    hostfwd reaches it (from 127.0.0.1 on the host); with no Allow and no ConnectPort lines it
+    tunnels to any address and port, which here means the kubelet and the pods. It runs as root
+    (no User line): its log goes to the project folder over 9p."""
+    return f"""Listen {NODE_IP}
+Port {GUEST_PROXY_PORT}
+Timeout 3600
+MaxClients 200
+LogLevel Warning
+LogFile "{state / "logs" / "tinyproxy.log"}"
+DisableViaHeader Yes
+"""
+
+
+def _kubelet_config(pki: Path) -> dict[str, object]:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "authentication": {
-            "x509": {"clientCAFile": str(state / "pki" / "ca.crt")},
+            "x509": {"clientCAFile": str(pki / "ca.crt")},
             "webhook": {"enabled": True},
             "anonymous": {"enabled": False},
         },
@@ -249,7 +301,7 @@ def _multus_config() -> dict[str, object]:
                         "type": "bridge",
                         "bridge": "cni0",
                         "isGateway": True,
-                        "ipMasq": False,
+                        "ipMasq": True,  # pods reach the host's apiserver through qemu's NAT
                         "hairpinMode": True,
                         "ipam": {
                             "type": "host-local",
@@ -334,14 +386,59 @@ class Node:
         """A Cluster handle (kubectl, helm) on the node's apiserver."""
         return Cluster.attach(KUBECONFIG, self.state / "client")
 
+    @property
+    def control_plane_dir(self) -> Path:
+        return self.state / "control-plane"
+
     def up(self, timeout: float = UP_TIMEOUT) -> Cluster:
         if self.running():
             return self.cluster()
         parts = find_parts()
-        shutil.rmtree(self.state, ignore_errors=True)
+        self.down()  # whatever a crashed `up` left: its VM, its control plane
         self.state.mkdir(parents=True)
-        port = free_port()
-        write_state(self.state, parts, port)
+        started = time.monotonic()
+        proxy_port = free_port()
+        control_plane = Cluster(
+            self.control_plane_dir,
+            extra_ips=(API_FROM_GUEST,),
+            extra_clients=_NODE_CLIENTS,
+            extra_args={"kube-apiserver": apiserver_args(self.state)},
+        )
+        try:
+            self._spawn_egress(proxy_port)
+            control_plane.start()
+            write_state(self.state, parts, control_plane)
+            control_plane.kubectl("apply", "-f", str(MANIFESTS / "node-rbac.yaml"))
+            print(f"control plane up in {time.monotonic() - started:.0f} s", file=sys.stderr)
+            self._boot(proxy_port, control_plane.ports["kube-apiserver"])
+            self._wait_ready(control_plane, started + timeout)
+        except BaseException:
+            self.down()
+            raise
+        print(f"node up in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        return self.cluster()
+
+    def _spawn_egress(self, proxy_port: int) -> None:
+        """The apiserver's egress selector speaks HTTP CONNECT over a unix socket (its TCP
+        transport insists on TLS, which tinyproxy does not speak): socat carries each connection
+        to qemu's hostfwd, and so to tinyproxy on the node."""
+        socket = self.state / EGRESS_SOCKET
+        with (self.state / "egress-socat.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [
+                    "socat",
+                    f"UNIX-LISTEN:{socket},fork,mode=600",
+                    f"TCP:127.0.0.1:{proxy_port}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (self.state / "egress-socat.pid").write_text(str(proc.pid))
+        poll(socket.exists, 10, f"socat's {socket}", interval=0.05, error=ClusterError)
+
+    def _boot(self, proxy_port: int, api_port: int) -> None:
         kernel = vm.find_kernel()
         path = vm.tool_path()
         argv = vm.vng_command(
@@ -353,7 +450,8 @@ class Node:
             path=path,
             qemu_opts=(
                 f"-netdev user,id=node0,restrict=on,"
-                f"hostfwd=tcp:127.0.0.1:{port}-{NODE_IP}:6443 "
+                f"hostfwd=tcp:127.0.0.1:{proxy_port}-{NODE_IP}:{GUEST_PROXY_PORT},"
+                f"guestfwd=tcp:{API_FROM_GUEST}:{api_port}-cmd:{self.state / 'apiserver-fwd'} "
                 "-device virtio-net-pci,netdev=node0"
             ),
         )
@@ -369,20 +467,28 @@ class Node:
             start_new_session=True,
         )
         self.pid_file.write_text(str(proc.pid))
-        started = time.monotonic()
 
-        def ready() -> bool:
-            if (self.state / "failed").exists() or proc.poll() is not None:
+    def _wait_ready(self, control_plane: Cluster, deadline: float) -> None:
+        """The guest says its daemons run; then kubelet's own Ready condition decides."""
+
+        def guest_up() -> bool:
+            if (self.state / "failed").exists() or not self.running():
                 raise NodeError(f"the node did not come up:\n{self.log_tail()}")
             return (self.state / "ready").exists()
 
-        try:
-            poll(ready, timeout, f"node {NODE_NAME} Ready", interval=2, error=ClusterError)
-        except ClusterError:
-            self.down()
-            raise
-        print(f"node up in {time.monotonic() - started:.0f} s", file=sys.stderr)
-        return self.cluster()
+        def node_ready() -> bool:
+            guest_up()
+            result = control_plane.kubectl(
+                "get", "node", NODE_NAME, "-o",
+                'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+                check=False,
+            )  # fmt: skip
+            return result.stdout.strip() == "True"
+
+        poll(guest_up, deadline - time.monotonic(), "the node's daemons", interval=2,
+             error=ClusterError)  # fmt: skip
+        poll(node_ready, deadline - time.monotonic(), f"node {NODE_NAME} Ready", interval=2,
+             error=ClusterError)  # fmt: skip
 
     def log_tail(self, lines: int = 40) -> str:
         log = self.state / "logs" / "node.log"
@@ -394,7 +500,8 @@ class Node:
         return "\n".join(text.splitlines()[-lines:])
 
     def down(self, timeout: float = 120) -> None:
-        """Ask the guest to stop cleanly, then make sure qemu is gone; remove the state."""
+        """Ask the guest to stop cleanly, make sure qemu is gone, stop the control plane;
+        remove the state."""
         if self.running():
             pid = int(self.pid_file.read_text())
             (self.state / "stop").touch()
@@ -403,12 +510,23 @@ class Node:
             except ClusterError:
                 os.killpg(pid, signal.SIGKILL)
                 poll(lambda: not pid_alive(pid), 30, "the node VM to die", error=ClusterError)
+        if Cluster.recorded(self.control_plane_dir):
+            Cluster.from_state(self.control_plane_dir).stop(remove_state=False)
+        with contextlib.suppress(OSError, ValueError):
+            socat = int((self.state / "egress-socat.pid").read_text())
+            if pid_alive(socat):
+                os.killpg(socat, signal.SIGTERM)
+                poll(lambda: not pid_alive(socat), 10, "socat to stop", error=ClusterError)
         # The logs outlive the node (a failed start is read afterwards); the rest goes.
-        last = cache_dir() / "node-last-logs"
-        shutil.rmtree(last, ignore_errors=True)
-        if (self.state / "logs").is_dir():
+        logs = self.state / "logs"
+        for log in self.control_plane_dir.glob("*.log"):
+            logs.mkdir(parents=True, exist_ok=True)
+            shutil.move(log, logs / log.name)
+        if logs.is_dir():
+            last = cache_dir() / "node-last-logs"
+            shutil.rmtree(last, ignore_errors=True)
             last.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(self.state / "logs", last)
+            shutil.move(logs, last)
         shutil.rmtree(self.state, ignore_errors=True)
         KUBECONFIG.unlink(missing_ok=True)
 

@@ -3,15 +3,14 @@
 # certificate, kubeconfig and config file into $1 first) and keeps a one-node cluster running
 # until $1/stop appears:
 #
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler   the control plane
 #   containerd + runc                                              the container runtime
 #   kubelet, kube-proxy, CoreDNS                                   the node
 #   Multus (thin plugin, built from ../shared/peers)               the meta-plugin, default network:
 #                                                                  Debian's bridge + host-local
 #
-# Everything runs in the VM because only Debian's kernel there can bond, and the apiserver must
-# reach pod IPs (webhook calls); the host reaches the apiserver through qemu's port forward on
-# 127.0.0.1. The guest NIC is qemu user networking with restrict=on: no traffic leaves the VM.
+# The node runs in the VM because only Debian's kernel there can bond; the control plane runs on
+# the host (tests/rigs/node.py), reached through qemu's guestfwd, and reaches in through tinyproxy.
+# The guest NIC is qemu user networking with restrict=on: no other traffic leaves the VM.
 #
 # STAND-INS, where hardware is missing (no SR-IOV NICs): two "PF" bridges in a fabric netns, each
 # with VF-like veth ends in the node's netns (pfa-vf0.., pfb-vf0..), uplinked to a core bridge
@@ -21,7 +20,7 @@
 set -euo pipefail
 STATE=$(cd "$1" && pwd)
 # shellcheck source=/dev/null
-. "$STATE/node.env" # NODE_IP NODE_NAME BIN CNI_SRC MULTUS STANDINS IMAGES VFS POD_CIDR SERVICE_CIDR PEER_CIDR
+. "$STATE/node.env" # NODE_IP NODE_NAME API_HOST API_PORT PROXY_PORT BIN CNI_SRC MULTUS STANDINS ...
 LOG=$STATE/logs
 mkdir -p "$LOG"
 exec >>"$LOG/node.log" 2>&1
@@ -78,7 +77,7 @@ echo "$NODE_IP $NODE_NAME" >>/etc/hosts
 
 # Executables from the host's 9p into guest memory once: 9p reads are slow and uncached.
 mkdir -p /run/node/bin
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kubectl; do
+for b in kubelet kube-proxy coredns; do
   cp -L "$BIN/$b" /run/node/bin/
 done
 export PATH=/run/node/bin:$PATH
@@ -112,41 +111,19 @@ for pf in pfa pfb; do
   done
 done
 
-# --- control plane ------------------------------------------------------------------------------
-say "starting the control plane"
-mkdir -p /run/node/etcd
-spawn etcd etcd --name=node --data-dir=/run/node/etcd \
-  --listen-client-urls=http://127.0.0.1:2379 --advertise-client-urls=http://127.0.0.1:2379 \
-  --listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
-  --initial-cluster=node=http://127.0.0.1:2380 --unsafe-no-fsync --log-level=warn
-P=$STATE/pki
-spawn kube-apiserver kube-apiserver --etcd-servers=http://127.0.0.1:2379 \
-  --bind-address=0.0.0.0 --advertise-address="$NODE_IP" --secure-port=6443 \
-  --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
-  --client-ca-file="$P/ca.crt" --service-cluster-ip-range="$SERVICE_CIDR" \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$P/service-account.pub" \
-  --service-account-signing-key-file="$P/service-account.key" \
-  --kubelet-client-certificate="$P/apiserver-kubelet-client.crt" \
-  --kubelet-client-key="$P/apiserver-kubelet-client.key" \
-  --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false \
-  --enable-aggregator-routing=true --v=1
-wait_for 600 kube-apiserver kubectl --kubeconfig="$STATE/admin.kubeconfig" get --raw /readyz
-spawn kube-controller-manager kube-controller-manager --kubeconfig="$STATE/controller-manager.kubeconfig" \
-  --bind-address=127.0.0.1 --service-account-private-key-file="$P/service-account.key" \
-  --root-ca-file="$P/ca.crt" --cluster-signing-cert-file="$P/ca.crt" \
-  --cluster-signing-key-file="$P/ca.key" --use-service-account-credentials=true \
-  --service-cluster-ip-range="$SERVICE_CIDR" --leader-elect=false --profiling=false --v=1
-spawn kube-scheduler kube-scheduler --kubeconfig="$STATE/scheduler.kubeconfig" \
-  --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
-kubectl --kubeconfig="$STATE/admin.kubeconfig" apply -f "$STATE/manifests" >/dev/null
+# --- the way to the host's control plane, and the way back in ------------------------------------
+# API_HOST:API_PORT is qemu's guestfwd to the apiserver on the host; tinyproxy is where the
+# apiserver's egress selector (HTTP CONNECT, through qemu's hostfwd) comes in to reach the kubelet
+# and the pods (see tests/rigs/node.py).
+wait_for 120 "the host's apiserver ($API_HOST:$API_PORT)" bash -c "exec 3<>/dev/tcp/$API_HOST/$API_PORT"
+spawn tinyproxy tinyproxy -d -c "$STATE/tinyproxy.conf"
 spawn coredns coredns -conf "$STATE/Corefile"
 
 # --- runtime and node ---------------------------------------------------------------------------
 say "starting containerd"
 mkdir -p /etc/containerd
 spawn containerd containerd --config "$STATE/containerd.toml"
-wait_for 600 containerd ctr version # TCG, beside a busy control plane: minutes
+wait_for 600 containerd ctr version # TCG on a busy machine: can take minutes
 for archive in "$IMAGES"/*.oci.tar; do
   [ -e "$archive" ] || continue
   ctr -n k8s.io images import "$archive" >/dev/null
@@ -171,10 +148,7 @@ spawn kube-proxy kube-proxy --config="$STATE/kube-proxy.yaml" --hostname-overrid
 pool_a=$(seq -s, -f "pfa-vf%g" 0 $((VFS - 1)))
 pool_b=$(seq -s, -f "pfb-vf%g" 0 $((VFS - 1)))
 spawn sriov-dp-standin sriov-dp-standin -pool "$POOL_A=$pool_a" -pool "$POOL_B=$pool_b"
-wait_for 600 "node $NODE_NAME Ready" sh -c \
-  "kubectl --kubeconfig='$STATE/admin.kubeconfig' get node '$NODE_NAME' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
-
-say "up"
+say "up (the host waits for the node's Ready condition)"
 touch "$STATE/ready"
 # The host's `make node-down` asks for a clean stop through this file; the VM has no other
 # channel back to the host. (A poll of one file per second, for the rig's whole life.)
