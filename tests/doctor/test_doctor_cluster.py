@@ -201,7 +201,7 @@ def test_a_stale_ca_bundle(doctor_env: DoctorEnv, capsys: Capsys, tmp_path: Path
         rows = poll(admission_fails, 30, "the dry-run admission to fail on the stale caBundle")
     tls = _one(rows, "webhook-tls", "fail")
     assert "serves a certificate the caBundle does not verify" in tls["message"]
-    assert "certs ensure" in tls["fix"]
+    assert "certs ensure --webhook-config bond-injector" in tls["fix"]
     assert "could not call the webhook" in _one(rows, "admission", "fail")["message"]
     _wait_healthy(doctor_env, capsys)
 

@@ -273,10 +273,13 @@ class _Doctor:
         client_config = install.webhook.get("clientConfig") or {}
         subject = f"mutatingwebhookconfiguration {install.name}: caBundle"
         bundle_b64 = client_config.get("caBundle") or ""
+        certgen = f"{install.name[:48].rstrip('-')}-certgen"
         fix = (
-            "renew and re-patch: `bond-injector certs ensure ... --webhook-config "
-            f"{install.name}` (builtin mode: helm upgrade runs it), or check cert-manager's "
-            "cainjector (certManager mode)"
+            f"builtin certificates: kubectl -n {install.namespace} create job "
+            f"--from=cronjob/{certgen} renew-now (runs `bond-injector certs ensure "
+            f"--webhook-config {install.name}`), or helm upgrade; certManager: check "
+            "cert-manager's cainjector; external: set certificates.external.caBundle to the CA "
+            "that signed the webhook's certificate"
         )
         if not bundle_b64:
             return [
