@@ -281,7 +281,9 @@ def node_rows(nodes: Sequence[Mapping[str, Any]], profiles: Sequence[ProfilePool
         cordoned = [
             _name(n) for n in nodes if _name(n) in both and n.get("spec", {}).get("unschedulable")
         ]
+        not_ready = [_name(n) for n in nodes if _name(n) in both and not _node_ready(n)]
         note = f" (cordoned: {', '.join(cordoned)})" if cordoned else ""
+        note += f" (not Ready: {', '.join(not_ready)})" if not_ready else ""
         rows.append(
             passed(
                 "nodes",
@@ -350,6 +352,10 @@ def daemonset_rows(
             )
         )
     return rows
+
+
+def _node_ready(node: Mapping[str, Any]) -> bool:
+    return pod_ready(node)  # a Node's Ready condition has the same shape as a Pod's
 
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:

@@ -455,11 +455,9 @@ class _Doctor:
     def _pod(self, install: _Install | None, profiles: Profiles) -> list[Row]:
         ns, name = self.options.namespace, str(self.options.pod)
         pod = self._get(self.core.read_namespaced_pod, name, ns)
-        events = self._raw(
-            self.core.list_namespaced_event,
-            ns,
-            **({"field_selector": f"involvedObject.name={name}"} if pod else {}),
-        )["items"]
+        # The pod's own events; for a pod that is not there, its controller's refusals.
+        selector = f"involvedObject.name={name}" if pod else "reason=FailedCreate"
+        events = self._raw(self.core.list_namespaced_event, ns, field_selector=selector)["items"]
         webhook = install.webhook if install else None
         if pod is not None:
             namespace = self._get(self.core.read_namespace, ns) or {}
