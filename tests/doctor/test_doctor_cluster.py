@@ -114,7 +114,18 @@ def test_the_same_pool_twice(doctor_env: DoctorEnv, capsys: Capsys) -> None:
     assert "both use pool" in _one(rows, "admission", "fail")["message"]
 
 
-def _bond_config(change: dict[str, Any]) -> Any:
+def test_a_leg_whose_vf_does_not_follow_its_pf_is_a_warning(
+    doctor_env: DoctorEnv, capsys: Capsys
+) -> None:
+    with replaced(doctor_env, NAD, NAMESPACE, "sriov-pf-a", _config({"link_state": "enable"})):
+        code, rows = doctor_env.doctor(capsys=capsys)
+    assert code == 0
+    row = _one(rows, "leg-config", "warn", "sriov-pf-a")
+    assert "the VF's link_state is 'enable'" in row["message"]
+    assert '"link_state": "auto"' in row["fix"]
+
+
+def _config(change: dict[str, Any]) -> Any:
     def apply(nad: dict[str, Any]) -> None:
         config = json.loads(nad["spec"]["config"])
         config.update(change)
@@ -124,7 +135,7 @@ def _bond_config(change: dict[str, Any]) -> Any:
 
 
 def test_bond_links_that_do_not_match_the_legs(doctor_env: DoctorEnv, capsys: Capsys) -> None:
-    links = _bond_config({"links": [{"name": "net1"}, {"name": "net3"}]})
+    links = _config({"links": [{"name": "net1"}, {"name": "net3"}]})
     with replaced(doctor_env, NAD, NAMESPACE, "bond-net", links):
         code, rows = doctor_env.doctor(capsys=capsys)
     assert code == 1
@@ -133,7 +144,7 @@ def test_bond_links_that_do_not_match_the_legs(doctor_env: DoctorEnv, capsys: Ca
 
 
 def test_a_bond_config_the_cni_refuses(doctor_env: DoctorEnv, capsys: Capsys) -> None:
-    with replaced(doctor_env, NAD, NAMESPACE, "bond-net", _bond_config({"mode": "fastest"})):
+    with replaced(doctor_env, NAD, NAMESPACE, "bond-net", _config({"mode": "fastest"})):
         code, rows = doctor_env.doctor(capsys=capsys)
     assert code == 1
     row = _one(rows, "bond-config", "fail")

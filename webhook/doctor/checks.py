@@ -94,6 +94,17 @@ def _legs(
             continue
         pools.append(nad.resource_name)
         rows.append(passed("resource-name", subject, f"pool {nad.resource_name}"))
+        link_state = _leg_plugin(nad.config_json).get("link_state")
+        if link_state is not None and link_state != "auto":
+            rows.append(
+                warned(
+                    "leg-config",
+                    subject,
+                    f"the VF's link_state is {link_state!r}: it does not follow its PF, so when "
+                    "the port or cable dies the VF stays up and the bond does not fail over",
+                    'set "link_state": "auto" in the NAD (chart: networks.legs.*.linkState)',
+                )
+            )
     return all_found, pools
 
 
@@ -149,6 +160,16 @@ def _bond(profile: BondProfile, namespace: str, lookup: NadLookup) -> list[Row]:
     if not check.warnings:
         rows.append(passed("bond-config", subject, "links match the legs; the bond CNI accepts it"))
     return rows
+
+
+def _leg_plugin(conf: Any) -> Mapping[str, Any]:
+    """The leg's main plugin config: the object itself, or a conflist's first plugin."""
+    if not isinstance(conf, dict):
+        return {}
+    plugins = conf.get("plugins")
+    if isinstance(plugins, list) and plugins and isinstance(plugins[0], dict):
+        return dict(plugins[0])
+    return conf
 
 
 def _bond_plugin_conf(conf: Any) -> Mapping[str, Any]:
