@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from webhook.doctor import podwhy, selectors, sriovdp
-from webhook.doctor.checks import ProfilePools, daemonset_rows, device_plugin_rows
+from webhook.doctor.checks import ProfilePools
+from webhook.doctor.nodes import daemonset_rows, device_plugin_rows
 from webhook.doctor.report import Status, exit_code, failed, passed, warned
 from webhook.profiles import parse_profiles
 
