@@ -217,8 +217,6 @@ class _Doctor:
         )["items"]
         return nodes.daemonset_rows(daemonset, pods, pool_nodes)
 
-    # -- the webhook itself ------------------------------------------------------------------
-
     # -- one pod -----------------------------------------------------------------------------
 
     def _pod(self, install: Install | None, profiles: Profiles) -> list[Row]:
