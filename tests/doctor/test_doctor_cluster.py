@@ -233,3 +233,79 @@ def test_the_cni_daemonset_not_ready_on_a_node_with_the_pools(
     row = _one(rows, "cni-daemonset", "fail")
     assert f"not ready on {doctor_env.node}" in row["message"]
     assert "ContainersNotReady" in row["message"]
+
+
+def test_a_service_webhook_without_ready_endpoints(
+    doctor_env: DoctorEnv, capsys: Capsys, tmp_path: Path
+) -> None:
+    """The in-cluster shape (clientConfig.service): the doctor follows the Service to its
+    EndpointSlices. A second configuration that matches no pod, so admission is untouched."""
+    ns, name = doctor_env.pods_ns, "doctor-svc"
+    ca_bundle = doctor_env.webhook.ca_bundle_b64
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "pods.bond-injector.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "clientConfig": {
+                    "service": {"namespace": ns, "name": name, "path": "/mutate", "port": 443},
+                    "caBundle": ca_bundle,
+                },
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ],
+                "objectSelector": {"matchLabels": {"doctor.bond-injector.io/never": "true"}},
+            }
+        ],
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 8443}]},
+    }
+    # A webhook pod that is not ready: its address is listed, never connected to.
+    endpoints = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{name}-1",
+            "namespace": ns,
+            "labels": {"kubernetes.io/service-name": name},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["192.0.2.10"], "conditions": {"ready": False}}],
+        "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}],
+    }
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(
+        "profiles:\n  default:\n    legs:\n"
+        f"      - {{network: {NAMESPACE}/sriov-pf-a, interface: net1}}\n"
+        f"      - {{network: {NAMESPACE}/sriov-pf-b, interface: net2}}\n"
+        f"    bond: {{network: {NAMESPACE}/bond-net, interface: bond0}}\n"
+    )
+    for obj in (config, service, endpoints):
+        doctor_env.apply(obj)
+    try:
+        code, rows = doctor_env.doctor(
+            "--webhook-config", name, "--profiles", str(profiles), capsys=capsys
+        )
+    finally:
+        doctor_env.kubectl("delete", "mutatingwebhookconfiguration", name)
+        doctor_env.kubectl("-n", ns, "delete", "service", name)
+        doctor_env.kubectl("-n", ns, "delete", "endpointslice", f"{name}-1")
+    assert code == 1
+    assert f"calls service {ns}/{name}:443" in _one(rows, "webhook-config", "pass")["message"]
+    assert _one(rows, "profiles", "pass")["subject"] == str(profiles)
+    row = _one(rows, "webhook-tls", "fail")
+    assert row["subject"] == f"service {ns}/{name}"
+    assert "the webhook's Service has no ready endpoints" in row["message"]
