@@ -1,8 +1,10 @@
-"""`bond-injector`: serve the webhook, preview a mutation offline, or manage certificates."""
+"""`bond-injector`: serve the webhook, preview a mutation offline, check a cluster (doctor), or
+manage certificates."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parsed = _parser().parse_args(args)
     if parsed.command == "serve":
         return _serve(parsed)
+    if parsed.command == "doctor":
+        return _doctor(parsed)
     return _preview(parsed)
 
 
@@ -67,6 +71,38 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument(
         "--namespace", help="the request's namespace (default: the pod's, or default)"
     )
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the chain bonded pods need; with --pod, say why that pod has no bond",
+        description="Checks the installed webhook, its profiles and NADs, the device plugin's "
+        "pools, the nodes, the CNI DaemonSet and the webhook's TLS and admission, and prints "
+        "pass/warn/fail rows, each with what to do. Exit status: 0 no failure, 1 a check "
+        "failed, 2 the doctor could not run.",
+    )
+    doctor.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="API server access (default: $KUBECONFIG, else ~/.kube/config, else in-cluster)",
+    )
+    doctor.add_argument(
+        "-n",
+        "--namespace",
+        default="default",
+        help="where bonded pods run: the pod's namespace for --pod, the namespace profiles' "
+        "NADs without one resolve to, and of the dry-run pod (default: default)",
+    )
+    doctor.add_argument("--pod", help="explain this pod (or a workload whose pods are denied)")
+    doctor.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    doctor.add_argument(
+        "--webhook-config",
+        help="the MutatingWebhookConfiguration (default: the one labelled "
+        "app.kubernetes.io/part-of=bond-injector)",
+    )
+    doctor.add_argument(
+        "--profiles", type=Path, help="profiles YAML (default: the release's ConfigMap)"
+    )
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
     return parser
 
 
@@ -97,6 +133,48 @@ def _serve(args: argparse.Namespace) -> int:
     except (TlsError, ProfileError, NadError, ValueError) as exc:
         print(f"bond-injector serve: {exc}", file=sys.stderr)
         return 2
+
+
+def _default_kubeconfig() -> Path | None:
+    """kubectl's order: $KUBECONFIG (its first file), ~/.kube/config; None means in-cluster."""
+    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    if first:
+        return Path(first)
+    home = Path.home() / ".kube" / "config"
+    return home if home.exists() else None
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+    from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
+    from urllib3.exceptions import HTTPError  # noqa: PLC0415
+
+    from webhook.doctor import report  # noqa: PLC0415
+    from webhook.doctor.kube import DoctorError, Options, run  # noqa: PLC0415
+
+    options = Options(
+        kubeconfig=args.kubeconfig or _default_kubeconfig(),
+        namespace=args.namespace,
+        pod=args.pod,
+        webhook_config=args.webhook_config,
+        profiles_file=args.profiles,
+        timeout=args.timeout,
+    )
+    try:
+        rows = run(options)
+    except ApiException as exc:
+        print(
+            f"bond-injector doctor: the API server said {exc.status} {exc.reason}: "
+            f"{(exc.body or '').strip()[:300]}",
+            file=sys.stderr,
+        )
+        return 2
+    except (DoctorError, ConfigException, HTTPError, OSError) as exc:
+        print(f"bond-injector doctor: {exc}", file=sys.stderr)
+        return 2
+    render = report.render_json if args.output == "json" else report.render_table
+    sys.stdout.write(render(rows))
+    return report.exit_code(rows)
 
 
 def _preview(args: argparse.Namespace) -> int:
