@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the node rig's Go parts once and caches them in $BOND_INJECTOR_CACHE/node/, keyed by input:
-#   multus            Multus' thin plugin, from ../shared/peers/multus-cni-<commit>.tar.gz (the Go
-#                     module proxy refuses the module itself; its dependencies come from the proxy)
+#   multus-daemon     Multus in thick mode (its daemon and the multus-shim CNI binary), from
+#   multus-shim       ../shared/peers/multus-cni-<commit>.tar.gz (the Go module proxy refuses the
+#                     module itself; its dependencies come from the proxy)
 #   sriov-dp-standin  the stand-in SR-IOV device plugin  } tools/go/node: stand-ins for hardware
 #   vf-standin        the stand-in leg plugin            } this machine does not have
 set -euo pipefail
@@ -17,12 +18,15 @@ exec 9>"$OUT/.lock" && flock 9
 tarball=$(ls "$PEERS"/multus-cni-*.tar.gz 2>/dev/null | head -n1 || true)
 [ -n "$tarball" ] || { say "no multus-cni-*.tar.gz in $PEERS"; exit 1; }
 key="$(basename "$tarball") $(go env GOVERSION)"
-if [ "$(cat "$OUT/.multus.stamp" 2>/dev/null)" != "$key" ] || [ ! -x "$OUT/multus" ]; then
-  say "building Multus (thin plugin) from $(basename "$tarball")"
+if [ "$(cat "$OUT/.multus.stamp" 2>/dev/null)" != "$key" ] || [ ! -x "$OUT/multus-shim" ]; then
+  say "building Multus (thick: daemon and shim) from $(basename "$tarball")"
   src="$CACHE/peers/src"
   mkdir -p "$src" && tar -xzf "$tarball" -C "$src"
-  (cd "$src/multus-cni" && nice go build -trimpath -ldflags "-s -w" -o "$OUT/multus.tmp" ./cmd/multus)
-  mv "$OUT/multus.tmp" "$OUT/multus" && echo "$key" >"$OUT/.multus.stamp"
+  rm -rf "$OUT/multus.tmp" && mkdir "$OUT/multus.tmp"
+  (cd "$src/multus-cni" && nice go build -trimpath -ldflags "-s -w" -o "$OUT/multus.tmp/" \
+    ./cmd/multus-daemon ./cmd/multus-shim)
+  mv "$OUT"/multus.tmp/* "$OUT/" && rmdir "$OUT/multus.tmp" && echo "$key" >"$OUT/.multus.stamp"
+  rm -f "$OUT/multus" # the thin plugin of earlier builds
 fi
 
 key="$(cd "$ROOT/tools/go/node" && cat go.mod go.sum ./*/*.go | sha256sum | cut -c1-16) $(go env GOVERSION)"

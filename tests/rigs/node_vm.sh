@@ -5,7 +5,7 @@
 #
 #   containerd + runc                                              the container runtime
 #   kubelet, kube-proxy, CoreDNS                                   the node
-#   Multus (thin plugin, built from ../shared/peers)               the meta-plugin, default network:
+#   Multus (thick: daemon + shim, built from ../shared/peers)      the meta-plugin, default network:
 #                                                                  Debian's bridge + host-local
 #
 # The node runs in the VM because only Debian's kernel there can bond; the control plane runs on
@@ -82,7 +82,8 @@ for b in kubelet kube-proxy coredns; do
 done
 export PATH=/run/node/bin:$PATH
 cp -L "$CNI_SRC"/* /opt/cni/bin/
-cp -L "$MULTUS" /opt/cni/bin/multus
+cp -L "$MULTUS/multus-shim" /opt/cni/bin/multus-shim
+cp -L "$MULTUS/multus-daemon" /run/node/bin/
 cp -L "$STANDINS/vf-standin" /opt/cni/bin/vf-standin
 cp -L "$STANDINS/sriov-dp-standin" /run/node/bin/
 
@@ -121,22 +122,22 @@ spawn coredns coredns -conf "$STATE/Corefile"
 
 # --- runtime and node ---------------------------------------------------------------------------
 say "starting containerd"
+# Its root arrives whole: every image imported and unpacked on the host (containerd_seed in
+# tests/rigs/node.py), which under TCG took 14 minutes here.
+tar --xattrs --xattrs-include='*' -xf "$CONTAINERD_SEED" -C /var/lib/containerd
+say "containerd's root unpacked"
 mkdir -p /etc/containerd
 spawn containerd containerd --config "$STATE/containerd.toml"
 wait_for 600 containerd ctr version # TCG on a busy machine: can take minutes
-for archive in "$IMAGES"/*.oci.tar; do
-  [ -e "$archive" ] || continue
-  ctr -n k8s.io images import "$archive" >/dev/null
-  say "imported $(basename "$archive")"
-done
-# The pod images the rig's tests use carry familiar names, since nothing can be pulled here.
-while read -r source target; do
-  [ -n "$source" ] && ctr -n k8s.io images tag --force "$source" "$target" >/dev/null
-done <"$STATE/image-aliases"
 
-mkdir -p /etc/cni/net.d/multus.d
-cp "$STATE/multus.kubeconfig" /etc/cni/net.d/multus.d/multus.kubeconfig
-cp "$STATE/00-multus.conf" /etc/cni/net.d/00-multus.conf
+# Multus in thick mode, its daemon on the node as its DaemonSet would run it: in-cluster
+# configuration (the host's apiserver, its ServiceAccount's files where a pod has them), the pod
+# informer filtered to this node. It writes /etc/cni/net.d/00-multus.conf (type multus-shim).
+sa=/run/secrets/kubernetes.io/serviceaccount
+mkdir -p "$sa" && cp "$STATE"/multus-sa/* "$sa/"
+KUBERNETES_SERVICE_HOST=$API_HOST KUBERNETES_SERVICE_PORT=$API_PORT MULTUS_NODE_NAME=$NODE_NAME \
+  spawn multus-daemon multus-daemon -config "$STATE/multus-daemon.json"
+wait_for 300 "Multus' daemon" test -S /run/multus/multus.sock
 
 say "starting kubelet"
 spawn kubelet kubelet --config="$STATE/kubelet.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
