@@ -61,7 +61,7 @@ trap shutdown EXIT
 # --- the VM as a node: writable state on tmpfs, the guest NIC, kernel modules ---------------------
 say "preparing the node"
 # containerd's overlayfs snapshotter cannot work on the VM's overlay folders (EINVAL): tmpfs.
-for dir in /var/lib/containerd /var/lib/kubelet /var/lib/cni /etc/cni/net.d /opt/cni/bin /run/node; do
+for dir in /var/lib/kubelet /var/lib/cni /etc/cni/net.d /opt/cni/bin /run/node; do
   mkdir -p "$dir" && mount -t tmpfs -o mode=0755 tmpfs "$dir"
 done
 hostname "$NODE_NAME"
@@ -70,7 +70,7 @@ ip link set lo up
 ip addr add "$NODE_IP/24" dev "$nic"
 ip link set "$nic" up
 ip route add default via "${NODE_IP%.*}.2" dev "$nic" # qemu's gateway; restrict=on drops all past it
-for mod in bonding br_netfilter overlay veth bridge nf_conntrack; do modprobe "$mod"; done
+for mod in bonding br_netfilter overlay veth bridge nf_conntrack virtio_blk ext4; do modprobe "$mod"; done
 sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
 echo "127.0.0.1 localhost" >/etc/hosts
 echo "$NODE_IP $NODE_NAME" >>/etc/hosts
@@ -122,17 +122,20 @@ spawn coredns coredns -conf "$STATE/Corefile"
 
 # --- runtime and node ---------------------------------------------------------------------------
 say "starting containerd"
-# Its root arrives whole: every image imported and unpacked on the host (containerd_seed in
-# tests/rigs/node.py), which under TCG took 14 minutes here.
-tar --xattrs --xattrs-include='*' -xf "$CONTAINERD_SEED" -C /var/lib/containerd
-say "containerd's root unpacked"
+# Its root arrives whole, as a disk: every image imported and unpacked on the host
+# (containerd_seed in tests/rigs/node.py), which in the guest took 14 minutes under TCG.
+wait_for 60 "containerd's root disk" blkid -L "$SEED_LABEL"
+mkdir -p /var/lib/containerd
+mount -t ext4 "$(blkid -L "$SEED_LABEL")" /var/lib/containerd
 mkdir -p /etc/containerd
 spawn containerd containerd --config "$STATE/containerd.toml"
 wait_for 600 containerd ctr version # TCG on a busy machine: can take minutes
 
 # Multus in thick mode, its daemon on the node as its DaemonSet would run it: in-cluster
 # configuration (the host's apiserver, its ServiceAccount's files where a pod has them), the pod
-# informer filtered to this node. It writes /etc/cni/net.d/00-multus.conf (type multus-shim).
+# informer filtered to this node. It writes /etc/cni/net.d/00-multus.conf (type multus-shim)
+# around the cluster network's config.
+cp "$STATE/10-podnet.conflist" /etc/cni/net.d/
 sa=/run/secrets/kubernetes.io/serviceaccount
 mkdir -p "$sa" && cp "$STATE"/multus-sa/* "$sa/"
 KUBERNETES_SERVICE_HOST=$API_HOST KUBERNETES_SERVICE_PORT=$API_PORT MULTUS_NODE_NAME=$NODE_NAME \
