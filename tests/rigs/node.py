@@ -448,7 +448,11 @@ def install_chart(cluster: Cluster) -> None:
     ipam = {"type": "host-local", "subnet": f"{subnet}.0/24", "rangeStart": f"{subnet}.10"}
     cluster.helm(
         "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace",
-        "--wait", "--timeout", "15m",
+        "--wait", "--timeout", "30m",
+        # TCG: Python's start-up in a container takes minutes here (natively about a second).
+        "--set", "certificates.builtin.activeDeadlineSeconds=1800",
+        "--set", "webhook.startupSeconds=900",
+        "--set", "webhook.probeTimeoutSeconds=30",
         "--set", f"webhook.image.repository={webhook_repo}",
         "--set", f"webhook.image.tag={webhook_tag}",
         "--set", f"cniInstaller.image.repository={cni_repo}",

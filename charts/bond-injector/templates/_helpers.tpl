@@ -350,7 +350,7 @@ metadata:
     helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 spec:
   backoffLimit: 6
-  activeDeadlineSeconds: 300
+  activeDeadlineSeconds: {{ $.Values.certificates.builtin.activeDeadlineSeconds }}
   ttlSecondsAfterFinished: 3600
   template:
     metadata:
