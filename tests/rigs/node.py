@@ -452,6 +452,8 @@ def install_chart(cluster: Cluster) -> None:
         # TCG: Python's start-up in a container takes minutes here (natively about a second).
         "--set", "certificates.builtin.activeDeadlineSeconds=1800",
         "--set", "webhook.startupSeconds=900",
+        "--set", "webhook.replicaCount=1",  # one node; each Python start costs minutes here
+        "--set", "cniInstaller.helper.probeTimeoutSeconds=60",
         "--set", "webhook.probeTimeoutSeconds=30",
         "--set", f"webhook.image.repository={webhook_repo}",
         "--set", f"webhook.image.tag={webhook_tag}",
