@@ -229,7 +229,8 @@ and stops here. `helm template` has no cluster: lookup returns nothing and this 
 {{- $_ := set $profiles "default" (dict
       "legs" $legs
       "bond" (dict "network" (include "bond-injector.networkRef" (dict "ctx" $ "name" $bond.name)) "interface" $bond.interface)
-      "requireDistinctPools" .Values.defaultProfile.requireDistinctPools) }}
+      "requireDistinctPools" .Values.defaultProfile.requireDistinctPools
+      "readinessGate" .Values.defaultProfile.readinessGate) }}
 {{- end }}
 {{- $profiles = merge (deepCopy .Values.profiles) $profiles }}
 {{- if not $profiles }}
