@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,14 @@ def test_gc_removes_only_this_networks_stale_records(tmp_path: Path) -> None:
     assert removed == ["gone_bond0.json"]
     assert sorted(os.listdir(folder)) == ["live_bond0.json", "notes.json", "other_bond0.json"]
     assert files.gc(str(tmp_path / "missing"), "bondnet", []) == []
+
+
+def test_the_plugin_path_imports_nothing_of_the_agent() -> None:
+    """Records cost the in-process plugin one small module: no agent, metrics or HTTP stack."""
+    code = (
+        "import sys; import cni.plugin.dispatch, cni.core.config, cni.plugin.commands;"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('prometheus_client', 'http', 'ssl') or m.startswith('cni.agent'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == []
