@@ -7,6 +7,7 @@ them to know which bonds to watch and which pod to report on. Pure: text in, dat
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -99,8 +100,6 @@ def pod_of(cni_args: str) -> tuple[str, str, str]:
 
 
 def encode(record: Attachment) -> bytes:
-    import json  # noqa: PLC0415 - only ADD pays for it, after the kernel work
-
     document: dict[str, Any] = {"format": FORMAT, **record._asdict()}
     document["slaves"] = list(record.slaves)
     document["monitor"] = record.monitor._asdict()
@@ -123,8 +122,6 @@ def _number(doc: Mapping[str, Any], key: str, where: str) -> int:
 
 def decode(data: bytes, where: str) -> Attachment:
     """An Attachment from a record file's bytes; ValueError naming `where` and the field."""
-    import json  # noqa: PLC0415
-
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
