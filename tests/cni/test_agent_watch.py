@@ -12,6 +12,8 @@ import io
 import json
 import os
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,3 +88,21 @@ def test_records_come_and_go_and_a_deleted_netns_is_dropped(netns: str, tmp_path
         agent.stop()
         thread.join(10)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rescan", "0"], "--rescan must be > 0"),
+        (["--api-server", "https://127.0.0.1:6443"], "--api-server needs --token-file"),
+        ([], "KUBERNETES_SERVICE_HOST is not set: not running in a pod"),
+    ],
+)
+def test_agent_command_line_errors_say_what_to_fix(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    argv = [sys.executable, "-m", "cni", "agent", "--records", str(tmp_path), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr
