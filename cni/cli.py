@@ -1,7 +1,7 @@
 """The `bond` executable (bond-plugin in the bundle, `bond-cni` as a console script).
 
 Without arguments it is the CNI plugin, as runtimes call it; `bond serve` runs the warm per-node
-helper and `bond probe` asks one whether it answers.
+helper, `bond probe` asks one whether it answers, and `bond agent` runs the bond health agent.
 """
 
 from __future__ import annotations
@@ -18,7 +18,63 @@ def main(argv: list[str] | None = None) -> int:
         from cni.plugin.dispatch import main as plugin  # noqa: PLC0415
 
         return plugin()
+    if args[0] == "agent":
+        return _agent_cli(args[1:])
     return _helper_cli(args)
+
+
+def _agent_cli(argv: list[str]) -> int:
+    from cni.core.records import DEFAULT_DIR  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="bond agent",
+        description="watch the bonds the plugin recorded on this node; report their health as "
+        "Prometheus metrics, Pod Events and the bond-injector.io/BondHealthy condition",
+    )
+    parser.add_argument("--records", default=DEFAULT_DIR, help=f"(default {DEFAULT_DIR})")
+    parser.add_argument("--node", default=os.environ.get("NODE_NAME", ""), help="(env NODE_NAME)")
+    parser.add_argument(
+        "--kube",
+        choices=("in-cluster", "off"),
+        default="in-cluster",
+        help="off: report as JSON lines on stdout instead of to the API server",
+    )
+    parser.add_argument("--api-server", help="https URL; default: the pod's in-cluster API")
+    parser.add_argument("--token-file", help="bearer token file, with --api-server")
+    parser.add_argument("--ca-file", help="CA bundle of the API server, with --api-server")
+    parser.add_argument("--metrics-address", default="0.0.0.0", help="(default 0.0.0.0)")  # noqa: S104
+    parser.add_argument("--metrics-port", type=int, default=9153, help="0: none (default 9153)")
+    parser.add_argument(
+        "--rescan", type=float, default=30.0, help="seconds between safety rescans (default 30)"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    if args.rescan <= 0 or not 0 <= args.metrics_port <= 65535:
+        parser.error("--rescan must be > 0 and --metrics-port 0-65535")
+    if args.api_server and not args.token_file:
+        parser.error("--api-server needs --token-file")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bond-agent %(levelname)s %(message)s"))
+    log = logging.getLogger("cni")
+    log.addHandler(handler)
+    log.setLevel(args.log_level.upper())
+    from cni.agent.main import run  # noqa: PLC0415
+
+    try:
+        return run(
+            args.records,
+            node=args.node,
+            kube=args.kube,
+            metrics_address=args.metrics_address,
+            metrics_port=args.metrics_port,
+            rescan=args.rescan,
+            api_server=args.api_server,
+            token_file=args.token_file,
+            ca_file=args.ca_file,
+        )
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
 
 
 def _helper_cli(argv: list[str]) -> int:

@@ -24,6 +24,8 @@ from webhook.resources import QuantityError, merged_resources
 BOND_LABEL = "bond"
 PROFILE_ANNOTATION = "bond-injector.io/profile"
 CONTAINER_ANNOTATION = "bond-injector.io/container"
+# The condition the node's bond agent keeps on the pod (cni.agent.health.CONDITION).
+BOND_HEALTHY = "bond-injector.io/BondHealthy"
 
 NadLookup = Callable[[str, str], NetworkAttachmentDefinition | None]
 
@@ -171,6 +173,7 @@ class _Mutation:
         if resources != container.get("resources"):
             path = pointer("spec", "containers", index, "resources")
             patch += diff_mapping(path, container.get("resources"), resources)
+        patch += self._readiness_gate_ops()
         return Decision(allowed=True, patch=patch, warnings=tuple(self.warnings))
 
     def _profile(self, profiles: Profiles) -> BondProfile:
@@ -314,6 +317,19 @@ class _Mutation:
             elif nad.resource_name is not None:
                 counts[nad.resource_name] = counts.get(nad.resource_name, 0) + 1
         return counts
+
+    def _readiness_gate_ops(self) -> list[PatchOp]:
+        """The profile's readinessGate: the pod is Ready only while the agent says its bond is
+        healthy (a gate can only be set at creation, so the webhook adds it)."""
+        if not self.profile.readiness_gate:
+            return []
+        gates = (self.pod.get("spec") or {}).get("readinessGates")
+        gate = {"conditionType": BOND_HEALTHY}
+        if gates is None:
+            return [{"op": "add", "path": "/spec/readinessGates", "value": [gate]}]
+        if any(isinstance(g, Mapping) and g.get("conditionType") == BOND_HEALTHY for g in gates):
+            return []
+        return [{"op": "add", "path": "/spec/readinessGates/-", "value": gate}]
 
     def _annotation_ops(self, value: str) -> list[PatchOp]:
         # In scope means metadata.labels exists, so metadata is there to hold the annotations.

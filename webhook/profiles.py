@@ -17,7 +17,7 @@ from webhook.annotation import check_interface_name
 DEFAULT_PROFILE = "default"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LEG_KEYS = frozenset({"network", "interface"})
-_PROFILE_KEYS = frozenset({"legs", "bond", "requireDistinctPools"})
+_PROFILE_KEYS = frozenset({"legs", "bond", "requireDistinctPools", "readinessGate"})
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class BondProfile:
     legs: tuple[Attachment, ...]
     bond: Attachment
     require_distinct_pools: bool = True
+    readiness_gate: bool = False  # add the bond agent's BondHealthy condition as a readinessGate
 
     @property
     def attachments(self) -> tuple[Attachment, ...]:
@@ -97,6 +98,9 @@ def _parse_profile(where: str, name: str, body: Any) -> BondProfile:
     distinct = body.get("requireDistinctPools", True)
     if not isinstance(distinct, bool):
         raise ProfileError(f"{where}.requireDistinctPools: must be true or false")
+    gate = body.get("readinessGate", False)
+    if not isinstance(gate, bool):
+        raise ProfileError(f"{where}.readinessGate: must be true or false")
     seen: set[str] = set()
     for att in (*legs, bond):
         if att.interface in seen:
@@ -104,7 +108,9 @@ def _parse_profile(where: str, name: str, body: Any) -> BondProfile:
                 f"{where}: interface {att.interface!r} is used twice; each attachment needs its own"
             )
         seen.add(att.interface)
-    return BondProfile(name=name, legs=legs, bond=bond, require_distinct_pools=distinct)
+    return BondProfile(
+        name=name, legs=legs, bond=bond, require_distinct_pools=distinct, readiness_gate=gate
+    )
 
 
 def _parse_attachment(where: str, raw: Any) -> Attachment:

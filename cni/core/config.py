@@ -26,6 +26,7 @@ from cni.core.options import (
     XMIT_HASH_POLICY,
     BondOptions,
 )
+from cni.core.records import DEFAULT_DIR, check_dir
 
 # The one folder `logFile` may name a file in. The helper runs requests from any root process that
 # reaches its socket: a logFile anywhere would let one append to any file of the node.
@@ -51,6 +52,7 @@ class BondConfig:
     nic_diversity: str = "warn"
     ha_checks: str = "warn"
     log_file: str | None = None
+    attachments_dir: str = DEFAULT_DIR
     prev_result: Mapping[str, Any] | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -278,6 +280,7 @@ def parse(data: Mapping[str, Any], ifname: str | None = None) -> BondConfig:
         nic_diversity=_policy(data, "nicDiversity"),
         ha_checks=_policy(data, "haChecks"),
         log_file=log_file,
+        attachments_dir=check_dir(data.get("attachmentsDir", DEFAULT_DIR)),
         prev_result=_object(data, "prevResult"),
         raw=data,
     )

@@ -17,7 +17,7 @@ from cni.core.errors import PLUGIN_FAILURE, CNIError
 from cni.kernel import rtnl
 from cni.kernel.rtnl import Link, NetlinkError, VfInfo
 
-__all__ = ["Link", "Netns", "NetnsUnavailable", "VfInfo", "own_netns_fd"]
+__all__ = ["Link", "Netns", "NetnsUnavailable", "VfInfo", "link_events", "own_netns_fd"]
 
 _CLONE_NEWNET = 0x40000000
 _NETLINK_ROUTE = 0
@@ -202,6 +202,22 @@ def _netlink_socket_in(path: str) -> int:
     finally:
         os.close(home)
         os.close(target)
+
+
+def link_events(path: str) -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket in the netns at `path` that receives that netns' link
+    notifications (RTNLGRP_LINK); NetnsUnavailable if the netns cannot be opened. The socket
+    keeps the netns alive: close it when the netns' path goes away."""
+    try:
+        fileno = _netlink_socket_in(path)
+    except OSError as exc:
+        raise NetnsUnavailable(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
+    sock = socket.socket(fileno=fileno)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind((0, 0))
+    sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, rtnl.RTNLGRP_LINK)
+    sock.setblocking(False)
+    return sock
 
 
 def own_netns_fd() -> int:

@@ -21,6 +21,7 @@ without the helper, where every call pays them.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import struct
@@ -44,7 +45,7 @@ RTNLGRP_LINK = 1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
 IFLA_VFINFO_LIST, IFLA_NET_NS_FD, IFLA_EXT_MASK = 22, 28, 29
 IFLA_PARENT_DEV_NAME, IFLA_PARENT_DEV_BUS_NAME = 56, 57
-IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 IFLA_VF_INFO = 1
 IFLA_VF_SPOOFCHK, IFLA_VF_LINK_STATE, IFLA_VF_TRUST = 4, 5, 9
 RTEXT_FILTER_VF = 1
@@ -76,7 +77,11 @@ BOND_ATTRS: dict[str, tuple[int, str]] = {
     "ad_select": (22, "B"),
     "tlb_dynamic_lb": (27, "B"),
 }
-_BOND_FIELD = {number: (field, fmt) for field, (number, fmt) in BOND_ATTRS.items()}
+_BOND_FIELD = {number: (name, fmt) for name, (number, fmt) in BOND_ATTRS.items()}
+_BOND_FIELD[2] = ("active_slave", "I")  # IFLA_BOND_ACTIVE_SLAVE: read only, a link index
+# IFLA_BOND_SLAVE_*: a slave's own state as its bond sees it (the bond health agent reads them).
+_BOND_SLAVE_FIELD = {1: ("state", "B"), 2: ("mii_status", "B"), 3: ("link_failure_count", "I")}
+BOND_SLAVE_ACTIVE, MII_UP = 0, 0  # IFLA_BOND_SLAVE_STATE and _MII_STATUS values
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _IFI = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
@@ -108,6 +113,8 @@ class Link:
     bond: Mapping[str, Any]  # IFLA_BOND_* values by BondOptions field name, when kind == bond
     parent_bus: str | None
     parent_dev: str | None
+    # IFLA_BOND_SLAVE_* values (state, mii_status, link_failure_count) of a bond's slave
+    slave: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,16 +203,16 @@ def _cstr(raw: bytes | None) -> str | None:
     return None if raw is None else raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
-def _bond_values(data: bytes) -> dict[str, Any]:
+def _bond_values(data: bytes, table: Mapping[int, tuple[str, str]] = _BOND_FIELD) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for kind, payload in attr_list(data):
-        if kind not in _BOND_FIELD:
+        if kind not in table:
             continue
-        field, fmt = _BOND_FIELD[kind]
+        name, fmt = table[kind]
         if fmt == "list":
-            values[field] = tuple(str(ipaddress.IPv4Address(p[:4])) for _, p in attr_list(payload))
+            values[name] = tuple(str(ipaddress.IPv4Address(p[:4])) for _, p in attr_list(payload))
         else:
-            values[field] = struct.unpack_from("=" + fmt, payload)[0]
+            values[name] = struct.unpack_from("=" + fmt, payload)[0]
     return values
 
 
@@ -217,6 +224,8 @@ def decode_link(payload: bytes) -> Link:
     data = info.get(IFLA_INFO_DATA)
     master = found.get(IFLA_MASTER)
     mtu = found.get(IFLA_MTU)
+    slave_data = info.get(IFLA_INFO_SLAVE_DATA)
+    bond_slave = _cstr(info.get(IFLA_INFO_SLAVE_KIND)) == "bond" and slave_data is not None
     return Link(
         index=index,
         name=_cstr(found.get(IFLA_IFNAME)) or "",
@@ -229,6 +238,7 @@ def decode_link(payload: bytes) -> Link:
         bond=_bond_values(data) if kind == "bond" and data is not None else {},
         parent_bus=_cstr(found.get(IFLA_PARENT_DEV_BUS_NAME)),
         parent_dev=_cstr(found.get(IFLA_PARENT_DEV_NAME)),
+        slave=_bond_values(slave_data, _BOND_SLAVE_FIELD) if bond_slave and slave_data else {},
     )
 
 

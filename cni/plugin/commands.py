@@ -11,8 +11,16 @@ from typing import Any
 
 from cni.core import result as results
 from cni.core.config import BondConfig
-from cni.core.errors import INVALID_CONFIG, PLUGIN_FAILURE, TRY_AGAIN_LATER, CNIError, apply_policy
+from cni.core.errors import (
+    INVALID_CONFIG,
+    IO_FAILURE,
+    PLUGIN_FAILURE,
+    TRY_AGAIN_LATER,
+    CNIError,
+    apply_policy,
+)
 from cni.kernel.netlink import Link, Netns, NetnsUnavailable, own_netns_fd
+from cni.plugin import records
 
 log = logging.getLogger("cni.bond")
 
@@ -172,9 +180,38 @@ def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
         ]
         bond_iface = results.Interface(bond.name, bond.mac, args.netns, bond.mtu)
         out = results.build(prev, bond_iface, slave_ifaces, got, conf.dns)
+        _record(conf, args, undo)
         undo.pop_all()
     log.info("ADD %s: bond %s over %s", args.container_id, args.ifname, ", ".join(conf.links))
     return out.render(conf.cni_version)
+
+
+def _record(conf: BondConfig, args: Args, undo: ExitStack) -> None:
+    """The attachment record the node's agent watches the bond by; last, so a failed ADD
+    leaves none (and a record that cannot be written fails the ADD: the agent would never
+    report on this bond)."""
+    record = records.attachment(conf, args.container_id, args.netns, args.ifname, args.env)
+    try:
+        records.save(conf.attachments_dir, record)
+    except OSError as exc:
+        raise CNIError(
+            IO_FAILURE,
+            f"cannot write the attachment record in attachmentsDir {conf.attachments_dir}",
+            f"{exc}; the folder must be writable by the plugin (it runs as root on the node)",
+        ) from exc
+    folder, cid, bond = conf.attachments_dir, args.container_id, args.ifname
+    undo.callback(
+        _best_effort("remove the attachment record", lambda: records.remove(folder, cid, bond))
+    )
+
+
+def _forget(conf: BondConfig, args: Args) -> None:
+    """DEL's first step: the agent stops watching before the bond goes, so tearing it down is
+    not reported as a bond that lost its legs."""
+    try:
+        records.remove(conf.attachments_dir, args.container_id, args.ifname)
+    except OSError as exc:
+        log.warning("DEL %s: cannot remove the attachment record: %s", args.container_id, exc)
 
 
 def _wait_for_carrier(pod: Netns, index: int, conf: BondConfig, slaves: list[Link]) -> None:
@@ -202,6 +239,7 @@ def _wait_for_carrier(pod: Netns, index: int, conf: BondConfig, slaves: list[Lin
 
 def cmd_del(args: Args, conf: BondConfig) -> None:
     """Tear down whatever is left; nothing being gone is ever an error."""
+    _forget(conf, args)
     if args.netns and os.path.exists(args.netns):
         try:
             _del_in_netns(args, conf)
@@ -295,6 +333,14 @@ def cmd_status(args: Args, conf: BondConfig) -> None:
 
 
 def cmd_gc(args: Args, conf: BondConfig) -> None:
+    valid = conf.raw.get("cni.dev/valid-attachments")
+    if isinstance(valid, list):
+        entries = [entry for entry in valid if isinstance(entry, dict)]
+        try:
+            for name in records.gc(conf.attachments_dir, conf.name, entries):
+                log.info("GC: removed the attachment record %s", name)
+        except OSError as exc:
+            log.warning("GC: cannot clean the attachment records: %s", exc)
     ipam = _ipam(conf, args)
     if ipam is not None:
         ipam.gc()

@@ -492,6 +492,7 @@ def test_the_helper_runs_on_the_host_network_with_two_capabilities() -> None:
         "cni-state": ("/var/lib/cni", "/var/lib/cni"),
         "netns": ("/run/netns", "/run/netns"),
         "socket": ("/run/bond-cni", "/run/bond-cni"),
+        "records": ("/var/lib/bond-cni", "/var/lib/bond-cni"),
         "extra-whereabouts": ("/etc/cni/net.d/whereabouts.d", "/etc/cni/net.d/whereabouts.d"),
     }
     # Netns files are bind mounts the runtime makes later: they must propagate into the pod.

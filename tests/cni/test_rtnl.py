@@ -147,6 +147,33 @@ def test_decode_link_reads_what_pyroute2_wrote() -> None:
     )
 
 
+def test_decode_link_reads_a_bond_slaves_state_and_the_active_slave() -> None:
+    slave = ifinfmsg()
+    slave["index"], slave["flags"], slave["change"] = 5, rtnl.IFF_UP, 0
+    slave_data = [
+        ("IFLA_BOND_SLAVE_STATE", 1),
+        ("IFLA_BOND_SLAVE_MII_STATUS", 2),
+        ("IFLA_BOND_SLAVE_LINK_FAILURE_COUNT", 3),
+    ]
+    info = [("IFLA_INFO_SLAVE_KIND", "bond"), ("IFLA_INFO_SLAVE_DATA", {"attrs": slave_data})]
+    slave["attrs"] = [
+        ("IFLA_IFNAME", "net1"),
+        ("IFLA_MASTER", 7),
+        ("IFLA_LINKINFO", {"attrs": info}),
+    ]
+    slave.encode()
+    link = rtnl.decode_link(bytes(slave.data[16:]))
+    assert (link.master, link.carrier) == (7, False)
+    assert link.slave == {"state": 1, "mii_status": 2, "link_failure_count": 3}
+    bond = ifinfmsg()
+    bond["index"], bond["flags"], bond["change"] = 7, rtnl.IFF_UP, 0
+    data = [("IFLA_BOND_MODE", 1), ("IFLA_BOND_ACTIVE_SLAVE", 6)]
+    bond_info = [("IFLA_INFO_KIND", "bond"), ("IFLA_INFO_DATA", {"attrs": data})]
+    bond["attrs"] = [("IFLA_IFNAME", "bond0"), ("IFLA_LINKINFO", {"attrs": bond_info})]
+    bond.encode()
+    assert rtnl.decode_link(bytes(bond.data[16:])).bond == {"mode": 1, "active_slave": 6}
+
+
 def test_split_and_errors() -> None:
     ack = rtnl.message(rtnl.NLMSG_ERROR, 0, 5, struct.pack("=i", 0) + b"\0" * 16)
     done = rtnl.message(rtnl.NLMSG_DONE, 0, 5, b"\0\0\0\0")

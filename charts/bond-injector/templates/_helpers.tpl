@@ -179,7 +179,7 @@ every upgrade (the installer skips a copy when the node already has identical co
 */}}
 {{- define "bond-injector.cniInstaller.checksum" -}}
 {{- $i := .Values.cniInstaller }}
-{{- dict "image" (include "bond-injector.image" (dict "ctx" . "image" $i.image)) "pullPolicy" $i.image.pullPolicy "hostBinDir" $i.hostBinDir "helper" $i.helper | toJson | sha256sum }}
+{{- dict "image" (include "bond-injector.image" (dict "ctx" . "image" $i.image)) "pullPolicy" $i.image.pullPolicy "hostBinDir" $i.hostBinDir "helper" $i.helper "agent" $i.agent | toJson | sha256sum }}
 {{- end }}
 
 {{- define "bond-injector.webhook.priorityClassName" -}}
@@ -229,7 +229,8 @@ and stops here. `helm template` has no cluster: lookup returns nothing and this 
 {{- $_ := set $profiles "default" (dict
       "legs" $legs
       "bond" (dict "network" (include "bond-injector.networkRef" (dict "ctx" $ "name" $bond.name)) "interface" $bond.interface)
-      "requireDistinctPools" .Values.defaultProfile.requireDistinctPools) }}
+      "requireDistinctPools" .Values.defaultProfile.requireDistinctPools
+      "readinessGate" .Values.defaultProfile.readinessGate) }}
 {{- end }}
 {{- $profiles = merge (deepCopy .Values.profiles) $profiles }}
 {{- if not $profiles }}
