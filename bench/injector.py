@@ -55,7 +55,9 @@ _RBAC = [
 
 def service_account(cluster: Cluster, directory: Path) -> Path:
     """The injector's account in the rig; its token, CA and namespace as a pod would see them."""
-    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": _RBAC}))
+    cluster.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": _RBAC})
+    )
     token = cluster.kubectl(
         "-n", NAMESPACE, "create", "token", ACCOUNT, "--duration", "2h"
     ).stdout.strip()
