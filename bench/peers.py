@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.gobuild import REPO, cache_dir
-
+REPO = Path(__file__).resolve().parent.parent
 INJECTOR = ("network-resources-injector", "./cmd/webhook", "webhook")
 BOND_CNI = ("bond-cni", "./bond", "bond")
 HEY = "github.com/rakyll/hey@v0.1.5"  # a load generator with latency percentiles, from the proxy
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BOND_INJECTOR_CACHE", REPO / ".cache"))
 
 
 def peers_dir() -> Path:
