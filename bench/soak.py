@@ -66,16 +66,20 @@ class Verifier:
     failed_requests: int = 0
     certificates: list[str] = field(default_factory=list)  # distinct serving certs, in order
     errors: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    handshake_ms: list[float] = field(default_factory=list)
 
     def once(self) -> None:
         context = ssl.create_default_context(cafile=str(self.bundle))
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=10)
         try:
+            began = time.monotonic()
             try:
                 conn.connect()
+                self.handshake_ms.append((time.monotonic() - began) * 1000)
             except (OSError, ssl.SSLError) as err:
                 self.failed_handshakes += 1
-                self.errors.append(f"handshake: {err}")
+                self.errors.append(f"at {self._now():.1f} s, handshake: {err}")
                 return
             self.handshakes += 1
             assert isinstance(conn.sock, ssl.SSLSocket)
@@ -89,12 +93,15 @@ class Verifier:
                 payload = answer.read()
                 if answer.status != 200 or not json.loads(payload)["response"]["allowed"]:
                     self.failed_requests += 1
-                    self.errors.append(f"HTTP {answer.status}: {payload[:200]!r}")
+                    self.errors.append(f"at {self._now():.1f} s, HTTP {answer.status}")
             except (OSError, ValueError, KeyError) as err:
                 self.failed_requests += 1
-                self.errors.append(f"request: {err}")
+                self.errors.append(f"at {self._now():.1f} s, request: {err}")
         finally:
             conn.close()
+
+    def _now(self) -> float:
+        return time.monotonic() - self.started
 
 
 def _loop(stop: threading.Event, interval: float, step: Callable[[], None]) -> threading.Thread:
@@ -311,7 +318,7 @@ def soak(seconds: float) -> int:
                     ("malformed", bodies["malformed"], 8),
                 )
             }
-            started = time.monotonic()
+            started = verifier.started = time.monotonic()
             _at(started + seconds * 0.3)
             failures += _nad_burst(ApiClient(cluster), 40)
             burst_done = time.monotonic()
@@ -361,10 +368,16 @@ def soak(seconds: float) -> int:
         f"failed; {verifier.failed_requests} failed requests; serving certificates seen in "
         f"turn: {len(verifier.certificates)}"
     )
+    if verifier.handshake_ms:
+        ordered = sorted(verifier.handshake_ms)
+        print(
+            f"  new connections (TCP + TLS handshake): median {ordered[len(ordered) // 2]:.0f} ms,"
+            f" slowest {ordered[-1]:.0f} ms"
+        )
     for error in verifier.errors[:5]:
         print(f"    {error}")
     if verifier.failed_handshakes or verifier.failed_requests:
-        failures.append("the verifying client saw failures during rotation")
+        failures.append("the verifying client saw failed handshakes or requests")
     if len(verifier.certificates) < 3:
         failures.append(f"expected 3 serving certificates, saw {len(verifier.certificates)}")
     print(
