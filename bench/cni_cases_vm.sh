@@ -28,7 +28,7 @@ left_behind() {
   local parts=() bonds slaves leases
   if ip netns list | grep -qw "$ns"; then
     bonds=$(ip -n "$ns" -o link show type bond 2>/dev/null | awk -F': ' '{print $2}' | tr '\n' ' ')
-    slaves=$(ip -n "$ns" -o link show 2>/dev/null | grep -o 'net[0-9]@[a-z0-9]*: .* master [a-z0-9]*' | awk '{print $1}' | tr '\n' ' ')
+    slaves=$(ip -n "$ns" -o link show 2>/dev/null | awk -F': ' '/ master /{split($2, a, "@"); print a[1]}' | tr '\n' ' ')
     [ -z "$bonds" ] || parts+=("bond: ${bonds% }")
     [ -z "$slaves" ] || parts+=("enslaved: ${slaves% }")
   fi

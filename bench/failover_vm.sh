@@ -53,7 +53,10 @@ for miimon in 100 10; do
     after=$(active)
     ip -n "$sw" link set "$port" up
     wait "$ping_pid" || true
-    read -r sent received < <(awk '/packets transmitted/ {print $1, $4}' "$state/ping")
+    read -r sent received < <(awk '/packets transmitted/ {print $1, $4}' "$state/ping") || {
+      sent='?' received='?'
+      echo "bench: ping printed no summary: $(tr '\n' ' ' <"$state/ping")" >&2
+    }
     echo "failover $plugin $miimon $sent $received $before $after"
     env $env CNI_COMMAND=DEL "$(plugin_binary "$plugin")" <"$state/fo.json" >"$state/out"
   done
