@@ -68,20 +68,19 @@ def _host_version(peer_bin: Path, iterations: int) -> list[Comparison]:
     with tempfile.TemporaryDirectory(prefix="bench-host-") as tmp, _netns("bench-host-del") as ns:
         ipam = {"type": "host-local", "subnet": "192.0.2.0/24", "dataDir": f"{tmp}/ipam"}
         confs = {
-            "bond": {
+            name: {  # bond-cni's README configuration (it checks the mode even on DEL)
                 "cniVersion": "1.0.0",
                 "name": "hb",
                 "type": "bond",
+                "mode": "active-backup",
+                "miimon": "100",
+                "mtu": 1500,
+                "failOverMac": 1,
+                "linksInContainer": True,
                 "ipam": ipam,
                 "links": [{"name": "net1"}, {"name": "net2"}],
-            },
-            "bondcni": {
-                "cniVersion": "1.0.0",
-                "name": "hb",
-                "type": "bond",
-                "ipam": ipam,
-                "links": [{"name": "net1"}, {"name": "net2"}],
-            },
+            }
+            for name in ("bond", "bondcni")
         }
         for name, conf in confs.items():
             Path(tmp, f"{name}.json").write_text(json.dumps(conf))
