@@ -102,7 +102,7 @@ for plugin in helper bondcni; do
   conf "$state/check.json" "$net" "c['prevResult']=json.load(open('$state/out'))"
   call "$plugin" CHECK "$state/check.json"; c=$rc
   report "CHECK after ADD" "$plugin" "$a,$c" "$net"
-  ip -n "$ns" link del net2
+  ip -n "$ns" link del net2 || true
   call "$plugin" CHECK "$state/check.json"; report "CHECK after a leg is deleted" "$plugin" "$rc" "$net"
   call "$plugin" DEL "$good"; report "DEL after a leg is deleted" "$plugin" "$rc" "$net"
 
