@@ -74,12 +74,16 @@ class Verifier:
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=10)
         try:
             began = time.monotonic()
+            phase = "TCP connect"
             try:
-                conn.connect()
+                raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                phase = "TLS handshake"
+                conn.sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
                 self.handshake_ms.append((time.monotonic() - began) * 1000)
             except (OSError, ssl.SSLError) as err:
                 self.failed_handshakes += 1
-                self.errors.append(f"at {self._now():.1f} s, handshake: {err}")
+                waited = time.monotonic() - began
+                self.errors.append(f"at {self._now():.1f} s, {phase} after {waited:.1f} s: {err}")
                 return
             self.handshakes += 1
             assert isinstance(conn.sock, ssl.SSLSocket)
