@@ -385,6 +385,9 @@ def parse_hey(text: str) -> LoadResult:
     transport = error_lines.group(1).strip().splitlines() if error_lines else []
     transport_count = sum(int(re.findall(r"\[(\d+)\]", line)[0]) for line in transport)
     bad = sum(count for code, count in statuses.items() if code != 200)
+    slowest = re.search(r"Slowest:\s+([\d.]+) secs", text)
+    if 99 not in percentiles and slowest is not None:  # hey skips 99% with few answers
+        percentiles[99] = float(slowest.group(1)) * 1000
     if rps is None or 50 not in percentiles or 99 not in percentiles:
         raise RuntimeError(f"hey printed no summary:\n{text[-1500:]}")
     return LoadResult(

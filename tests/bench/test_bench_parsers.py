@@ -41,6 +41,11 @@ def test_hey_summary_gives_rate_percentiles_and_every_failure() -> None:
     assert result.first_error.endswith("EOF")
 
 
+def test_hey_with_few_answers_gives_the_slowest_as_p99() -> None:
+    few = HEY_SUMMARY.replace("  99% in 0.0310 secs\n", "  0%% in 0.0000 secs\n")
+    assert parse_hey(few).p99_ms == pytest.approx(91.1)
+
+
 def test_hey_without_a_summary_is_an_error_not_zeroes() -> None:
     with pytest.raises(RuntimeError, match="no summary"):
         parse_hey("Error: connection refused\n")
