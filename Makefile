@@ -119,8 +119,12 @@ images: ## build the images (OCI archives in .cache/images); REGISTRY=... PUSH=1
 	  $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(filter 1 yes true,$(PUSH)),--push)
 
 .PHONY: bench
-bench: deps build ## benchmarks against the peers, printed as ratios
+bench: deps build ## benchmarks against the real peers (built from ../shared/peers), as ratios
 	$(PY) -m bench
+
+.PHONY: soak
+soak: deps ## our webhook under a 60 s soak: mixed reviews, slow clients, NAD burst, cert rotation
+	$(PY) -m bench.soak --seconds 60
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .cache)

@@ -1,66 +1,26 @@
 #!/usr/bin/env bash
 # Runs inside the benchmark VM (bench/cni.py): N timed ADD+DEL rounds of bin/bond through its warm
-# helper ("helper"), of bin/bond in process ("bond", BOND_CNI_HELPER=off) and of Debian's Go `vlan`
-# plugin, all with host-local IPAM, then N timed VERSION calls of each.
+# helper ("helper"), of bin/bond in process ("bond", BOND_CNI_HELPER=off) and of bond-cni built
+# from its source ("bondcni"), the same bond configuration and host-local IPAM for all, then N
+# timed VERSION calls of each.
 # Times come from bash's $EPOCHREALTIME (no process is started to read the clock: each exec costs
 # tens of milliseconds under TCG). Prints `time <plugin> <command> <microseconds>` lines.
+# Usage: cni_vm.sh N BOND_CNI_BINARY
 set -euo pipefail
 n=${1:-10}
+peer=$2
 cd "$(dirname "$0")/.."
 repo=$PWD
-
-bond_ns=bench-bond vlan_ns=bench-vlan master=bench-master
-state=$(mktemp -d /tmp/bench-cni.XXXXXX)
-helper_pid=
-cleanup() {
-  [ -z "$helper_pid" ] || kill "$helper_pid" 2>/dev/null || true
-  ip netns del "$bond_ns" 2>/dev/null || true
-  ip netns del "$vlan_ns" 2>/dev/null || true
-  ip link del "$master" 2>/dev/null || true
-  rm -rf "$state"
-}
-trap cleanup EXIT
-
-modprobe bonding
-# Both plugins run from the VM's own memory, as from a node's local disk: over 9p each file a
-# Python start-up opens costs a round trip to the host, which bin/bond (a one-dir bundle) pays
-# hundreds of times and a static Go binary once.
+# shellcheck source=bench/cni_vm_lib.sh
+source bench/cni_vm_lib.sh
 echo "bench: state on $(stat -f -c %T "$state")"
-mkdir -p "$state/bin"
-cp -a "$repo/bin/bond.d" "$state/bin/bond.d"
-ln -s bond.d/bond "$state/bin/bond"
-cp /usr/lib/cni/vlan /usr/lib/cni/host-local "$state/bin/"
-ip netns add "$bond_ns"
-ip netns add "$vlan_ns"
-# The bond's legs: two veth pairs in the pod netns (as SR-IOV CNI would have left two VFs there).
-ip -n "$bond_ns" link add net1 type veth peer name leg1
-ip -n "$bond_ns" link add net2 type veth peer name leg2
-# vlan's master in the node's netns.
-ip link add "$master" type dummy
-ip link set "$master" up
 
-cat >"$state/bond.json" <<CONF
-{"cniVersion": "1.0.0", "name": "bench-bond", "type": "bond",
- "mode": "active-backup", "failOverMac": 1, "miimon": "100", "linksInContainer": true,
- "links": [{"name": "net1"}, {"name": "net2"}],
- "ipam": {"type": "host-local", "subnet": "192.0.2.0/24", "dataDir": "$state/ipam-bond"}}
-CONF
-cat >"$state/vlan.json" <<CONF
-{"cniVersion": "1.0.0", "name": "bench-vlan", "type": "vlan", "master": "$master", "vlanId": 100,
- "ipam": {"type": "host-local", "subnet": "198.51.100.0/24", "dataDir": "$state/ipam-vlan"}}
-CONF
-
-# The helper, started once like the node's DaemonSet would; its socket appears once it is warm.
-sock=$state/helper.sock
-"$state/bin/bond" serve --socket "$sock" --cni-path "$state/bin" --log-level DEBUG 2>"$state/helper.log" &
-helper_pid=$!
-for ((i = 0; i < 3000; i++)); do
-  [ -S "$sock" ] && break
-  kill -0 "$helper_pid" 2>/dev/null || { cat "$state/helper.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -S "$sock" ] || { echo "bench: the helper did not start in 300 s" >&2; exit 1; }
-echo "bench: $(grep -o 'serving on.*' "$state/helper.log")"
+bond_ns=bench-bond peer_ns=bench-peer
+pod_netns "$bond_ns"
+pod_netns "$peer_ns"
+bond_conf "$state/bond.json" bench-bond 192.0.2.0/24
+bond_conf "$state/bondcni.json" bench-bondcni 198.51.100.0/24
+start_helper
 
 # cni <plugin> <command> <netns> <ifname> <round>: run one command (the caller's $binary and
 # $helper mode), output to a file, not captured with $(...): a subshell is one more fork inside
@@ -99,21 +59,21 @@ version() {
 }
 
 bond=("$state/bin/bond" "$bond_ns" bond0)
-vlan=("$state/bin/vlan" "$vlan_ns" vlan0)
+bondcni=("$state/bin/bond-cni" "$peer_ns" bond0)
 # One untimed warm-up round each, then the plugins alternate, so that a burst of load on the
 # shared host falls on both rather than on whichever ran at the time.
 round helper "${bond[@]}" 0 >/dev/null
 round bond "${bond[@]}" 0 >/dev/null
-round vlan "${vlan[@]}" 0 >/dev/null
+round bondcni "${bondcni[@]}" 0 >/dev/null
 for ((i = 1; i <= n; i++)); do
   round helper "${bond[@]}" "$i"
   round bond "${bond[@]}" "$i"
-  round vlan "${vlan[@]}" "$i"
+  round bondcni "${bondcni[@]}" "$i"
 done
-for ((i = 1; i <= n; i++)); do
+for ((i = 1; i <= (n < 20 ? n : 20); i++)); do
   version helper "${bond[0]}"
   version bond "${bond[0]}"
-  version vlan "${vlan[0]}"
+  version bondcni "${bondcni[0]}"
 done
 served=$(grep -c ': exit 0 in' "$state/helper.log" || true)
 lazy=$(grep -c 'imported after preload' "$state/helper.log" || true)

@@ -1,4 +1,8 @@
-"""The FastAPI application: /mutate (lean ASGI), /healthz, /readyz, /metrics."""
+"""The ASGI application: /mutate (lean ASGI), /healthz, /readyz, /metrics.
+
+Starlette routing alone: FastAPI (and the pydantic it brings) cost ~18 MiB per worker for three
+small GET routes (bench/RESULTS.md, memory).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -23,8 +28,8 @@ from webhook.profiles import ProfileStore
 DEFAULT_MAX_BODY = 7 * 1024 * 1024
 
 
-class WebhookApp(FastAPI):
-    """FastAPI for the small routes; POST /mutate skips its middleware stack (the hot path)."""
+class WebhookApp(Starlette):
+    """Starlette for the small routes; POST /mutate skips its middleware stack (the hot path)."""
 
     mutate_endpoint: MutateEndpoint
 
@@ -81,17 +86,12 @@ def create_app(
         }
 
     metrics = Metrics(state)
-    app = WebhookApp(title="bond-injector", openapi_url=None, docs_url=None, redoc_url=None)
     endpoint = MutateEndpoint(profiles, nad_source, metrics, clock, settings.max_body_bytes)
-    app.mutate_endpoint = endpoint
-    app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))  # 405 for the rest
 
-    @app.get("/healthz")
-    def healthz() -> PlainTextResponse:
+    def healthz(_: Request) -> Response:
         return PlainTextResponse("ok\n")
 
-    @app.get("/readyz")
-    def readyz() -> Response:
+    def readyz(_: Request) -> Response:
         problems = []
         if certificate is not None and certificate.not_after <= now():
             problems.append("the serving certificate has expired")
@@ -102,8 +102,16 @@ def create_app(
             return JSONResponse({"ready": False, "problems": problems}, status_code=503)
         return JSONResponse({"ready": True})
 
-    @app.get("/metrics")
-    def metrics_endpoint() -> Response:
+    def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app = WebhookApp(
+        routes=[
+            Route("/mutate", endpoint, methods=["POST"]),  # 405 for the rest
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ]
+    )
+    app.mutate_endpoint = endpoint
     return app

@@ -14,7 +14,7 @@ def test_time_lines_are_grouped_by_plugin_and_command() -> None:
             "time helper ADD 330600",
             "time bond ADD 3134900",
             "time helper ADD 331000",
-            "time vlan DEL 285700",
+            "time bondcni DEL 285700",
             "time helper",  # cut short by the console: ignored
             "vm: exit 0",
         ]
@@ -22,7 +22,7 @@ def test_time_lines_are_grouped_by_plugin_and_command() -> None:
     assert _parse(output) == {
         ("helper", "ADD"): [330600.0, 331000.0],
         ("bond", "ADD"): [3134900.0],
-        ("vlan", "DEL"): [285700.0],
+        ("bondcni", "DEL"): [285700.0],
     }
 
 

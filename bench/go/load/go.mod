@@ -1,3 +1,0 @@
-module benchload
-
-go 1.22

@@ -1,3 +1,0 @@
-module benchmutator
-
-go 1.22
