@@ -160,6 +160,8 @@ def test_ping_goes_on_while_the_active_legs_switch_port_is_down(
     finally:
         bonded.shell.run(f"ip netns exec fabric ip link set {port} up", check=False)
         reader.join(timeout=30)
+        stdout.close()
+        pinger.wait(timeout=30)
     summary = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", output[0])
     assert summary, output[0]
     sent, received = int(summary.group(1)), int(summary.group(2))
