@@ -412,14 +412,17 @@ def test_the_helper_killed_while_its_child_adds_the_answer_is_still_right(
     gate = _gate(tmp_path)
     conf = _conf(tmp_path / "ipam")
     env = _gated(pod_net, gate)
-    with running_helper(other_socket, *_serve_args(bin_dir), start_timeout=START) as doomed:
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(call, "ADD", conf, env, socket=doomed.socket)
-            (writer,) = poll(lambda: _reached(gate), timeout=TIMEOUT, what="the IPAM at its gate")
-            doomed.proc.kill()
-            doomed.proc.wait(30)
-            _open_gate(writer)
-            rc, out, err = pending.result(timeout=TIMEOUT + 90)
+    with (
+        running_helper(other_socket, *_serve_args(bin_dir), start_timeout=START) as doomed,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        pending = pool.submit(call, "ADD", conf, env, socket=doomed.socket)
+        (writer,) = poll(lambda: _reached(gate), timeout=TIMEOUT, what="the IPAM at its gate")
+        doomed.proc.kill()
+        doomed.proc.wait(30)
+        assert not pending.done()  # the client waits on, for the child that holds its request
+        _open_gate(writer)
+        rc, out, err = pending.result(timeout=TIMEOUT + 90)
     assert rc == 0 and "running in process" not in err, (out, err)
     _added_right(out, pod_net)
     assert call("DEL", conf, _env(pod_net), socket=helper.socket)[0] == 0
