@@ -167,9 +167,9 @@ class RequestTimeout(CNIError):
             TRY_AGAIN_LATER,
             f"the bond CNI helper stopped this request after its {seconds:g} s "
             "(bond serve --request-timeout)",
-            "what it had done is rolled back (a step, most often the IPAM plugin, did not "
-            "finish; a plugin it ran was killed): retry, and if it recurs, find the step that "
-            "hangs in the helper's log or raise --request-timeout",
+            "an ADD rolled back what it had done, and the runtime's DEL and retry do the rest; "
+            "a step (most often the IPAM plugin, which was then killed) did not finish in time: "
+            "if it recurs, find that step in the helper's log or raise --request-timeout",
         )
 
 

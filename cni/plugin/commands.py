@@ -131,7 +131,7 @@ def _move_out(args: Args, names: list[str]) -> None:
 
 def _delete(pod: Netns, name: str) -> None:
     """The bond ADD made, by name: ADD checked that no link had it before."""
-    if (link := pod.link(name)) is not None:
+    if (link := pod.link(name)) is not None and link.kind == "bond":
         pod.delete(link.index)
 
 
