@@ -8,6 +8,11 @@ plugin executable does, and the answer goes back. Children are forked ahead (`--
 the plugin once idle, so a caller waits for neither a fork nor the first copy-on-write faults.
 Without a helper the client runs the plugin in process.
 
+A child tells its client the request started (wire.HEADER) before it runs the plugin; from then on
+the client never runs that request itself. A request past --request-timeout raises
+RequestTimeout in its child, wherever the plugin is: ADD unwinds its undo stack as on any failure
+and the client gets error 11 saying so, not a second run of the same ADD.
+
 The helper must see the node's paths as the runtime does: the child opens CNI_NETNS paths, execs
 IPAM plugins and writes `logFile`, all as the in-process plugin would. What a caller cannot choose:
 - CNI_PATH: IPAM plugins are looked up only in the helper's own `--cni-path` (default
@@ -34,11 +39,13 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
+from cni.core.errors import TRY_AGAIN_LATER, CNIError
 from cni.helper import wire
 from cni.plugin.dispatch import invoke
 
 DEFAULT_SOCKET = "/run/bond-cni/helper.sock"
 DEFAULT_CNI_PATH = "/opt/cni/bin"
+ROLLBACK_GRACE = 30.0  # seconds a timed-out request has to unwind before its child is killed
 log = logging.getLogger("bond-cni-helper")
 
 
@@ -150,17 +157,48 @@ def run_request(request: wire.Request, cni_path: str = DEFAULT_CNI_PATH) -> wire
     return wire.Response(*invoke(env, request.stdin))
 
 
+class RequestTimeout(CNIError):
+    """A request ran past --request-timeout: raised in its child by SIGALRM, wherever the plugin
+    is, so ADD unwinds its undo stack (IPAM included) as for any other failure, and the answer is
+    this error."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            TRY_AGAIN_LATER,
+            f"the bond CNI helper stopped this request after its {seconds:g} s "
+            "(bond serve --request-timeout)",
+            "an ADD rolled back what it had done, and the runtime's DEL and retry do the rest; "
+            "a step (most often the IPAM plugin, which was then killed) did not finish in time: "
+            "if it recurs, find that step in the helper's log or raise --request-timeout",
+        )
+
+
+def _arm_timeout(seconds: float) -> None:
+    """SIGALRM after `seconds` raises RequestTimeout in this child, once. The unwinding that
+    follows gets ROLLBACK_GRACE seconds more; after that the default action ends the child."""
+
+    def expire(_signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, ROLLBACK_GRACE)
+        raise RequestTimeout(seconds)
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
 def _child(conn: socket.socket, peer: int, timeout: float, cni_path: str) -> NoReturn:
     status = 1
     try:
-        signal.alarm(max(1, round(timeout)))  # a stuck request ends; its client runs in process
+        _arm_timeout(timeout)
         conn.settimeout(timeout)
         started = time.monotonic()
         # Diagnostics only: a set of ~300 module names per request, when someone asks.
         before = set(sys.modules) if log.isEnabledFor(logging.DEBUG) else None
         request = wire.decode_request(read_to_eof(conn, wire.MAX_REQUEST))
+        conn.sendall(wire.HEADER)  # started: from here on the client never runs it again
         response = run_request(request, cni_path)
-        conn.sendall(wire.encode_response(response))
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        conn.sendall(wire.encode_answer(response))
         log.info(
             "pid %d: %s %s %s: exit %d in %.1f ms",
             peer,
@@ -174,7 +212,7 @@ def _child(conn: socket.socket, peer: int, timeout: float, cni_path: str) -> NoR
         if lazy:
             log.debug("pid %d: imported after preload: %s", peer, " ".join(lazy))
         status = 0
-    except Exception as exc:  # the client sees no answer and runs the request in process
+    except Exception as exc:  # no answer: the client runs it in process unless it had started
         log.error("pid %d: request dropped: %s: %s", peer, type(exc).__name__, exc)
     finally:
         os._exit(status)

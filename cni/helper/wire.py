@@ -6,6 +6,15 @@
 Integers are big-endian. One request and one response per connection; the client shuts down its
 write side after the request, so a request is read to EOF.
 
+The response's header (b"BCNI" u32 version, HEADER below) is the helper's "started" signal: it is
+sent on its own as soon as the request is decoded, before the plugin runs, and the rest follows
+when the plugin is done. So a client that reads no whole header knows the request never started
+(the helper was absent, busy, stopping, or dropped the request) and runs it in process; one that
+reads the header but no whole response knows the plugin ran, or ran part way (its child was
+killed), and must not run it again: it reports an error and leaves the cleanup to the runtime's
+DEL. A request that runs past the helper's --request-timeout is answered in full: the plugin
+unwinds (ADD rolls back) and the answer is CNI error 11 naming the timeout.
+
 A request is at most MAX_REQUEST bytes (the C client's MAX_REQUEST too): with --max-children
 requests in flight, that bounds what callers can make the helper hold. A real CNI call (a config
 and its prevResult) is a few KiB; the client runs a larger one in process without sending it, and
@@ -24,6 +33,7 @@ MAX_REQUEST = 1 << 20
 MAX_ENV = 4096
 _U32 = struct.Struct(">I")
 _HEAD = struct.Struct(">4sI")
+HEADER = _HEAD.pack(MAGIC, VERSION)  # a response's first bytes, and the "started" signal
 
 
 class WireError(ValueError):
@@ -94,10 +104,10 @@ def decode_request(data: bytes) -> Request:
     return Request(env, stdin)
 
 
-def encode_response(response: Response) -> bytes:
+def encode_answer(response: Response) -> bytes:
+    """The response after its HEADER, which the helper sends first (see above)."""
     return b"".join(
         (
-            _HEAD.pack(MAGIC, VERSION),
             struct.pack(">i", response.code),
             _U32.pack(len(response.stdout)),
             response.stdout,
@@ -105,6 +115,10 @@ def encode_response(response: Response) -> bytes:
             response.stderr,
         )
     )
+
+
+def encode_response(response: Response) -> bytes:
+    return HEADER + encode_answer(response)
 
 
 def decode_response(data: bytes) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from cni.kernel.netlink import Link, Netns, NetnsUnavailable, own_netns_fd
 from cni.plugin import records
 
 log = logging.getLogger("cni.bond")
+# Test-only fault point (tests/cni/test_helper_kernel.py): with this set to a step's name (see
+# _step calls in cmd_add) in the call's environment, ADD SIGKILLs its own process right after that
+# step, as an OOM kill or a crash there would, to show that DEL then cleans up. It can end no
+# process but the one serving that very call, so it grants a caller nothing.
+KILL_AFTER = "BOND_CNI_TEST_KILL_AFTER"
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,11 @@ def _best_effort(what: str, step: Callable[[], object]) -> Callable[[], None]:
             log.warning("rollback: %s failed: %s", what, exc)
 
     return run
+
+
+def _step(args: Args, name: str) -> None:
+    if args.env.get(KILL_AFTER) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _ipam(conf: BondConfig, args: Args) -> Any:
@@ -126,6 +137,12 @@ def _move_out(args: Args, names: list[str]) -> None:
         os.close(fd)
 
 
+def _delete(pod: Netns, name: str) -> None:
+    """The bond ADD made, by name: ADD checked that no link had it before."""
+    if (link := pod.link(name)) is not None and link.kind == "bond":
+        pod.delete(link.index)
+
+
 def _enslave(pod: Netns, bond: int, slave: Link, undo: ExitStack) -> None:
     undo.callback(_best_effort(f"restore {slave.name}", lambda: _restore(pod, slave)))
     pod.enslave(slave.index, bond)
@@ -153,23 +170,33 @@ def cmd_add(args: Args, conf: BondConfig) -> dict[str, Any]:
         if not conf.links_in_container:
             _move_in(conf, args, undo)
             present = pod.links()
+            _step(args, "links moved in")
         slaves = _slave_links(present, conf)
         _readiness(conf, slaves)
+        # Each inverse is registered before its step: a timeout (cni.helper.server) may end a
+        # step after the kernel or IPAM acted but before it returned.
+        undo.callback(_best_effort(f"delete {args.ifname}", lambda: _delete(pod, args.ifname)))
         index = pod.create_bond(args.ifname, conf.options.kernel_values(), conf.mtu, conf.mac)
-        undo.callback(_best_effort(f"delete {args.ifname}", lambda: pod.delete(index)))
+        _step(args, "bond created")
         for slave in slaves:
             _enslave(pod, index, slave, undo)
+            _step(args, f"{slave.name} enslaved")
         pod.set_state(index, True)
+        _step(args, "bond up")
         got: results.Result | None = None
         if ipam is not None:
-            got = ipam.add()
             undo.callback(_best_effort("IPAM DEL", ipam.delete))
+            got = ipam.add()
+            _step(args, "IPAM added")
             for ip in got.ips:
                 pod.add_address(index, ip.address)
+            _step(args, "addresses added")
             for route in got.routes:
                 family = 6 if ":" in str(route["dst"]) else 4
                 pod.add_route(index, route, route.get("gw") or _gateway(got, family))
+            _step(args, "routes added")
         _wait_for_carrier(pod, index, conf, slaves)
+        _step(args, "carrier awaited")
         now = pod.links()
         bond = now.get(args.ifname)
         if bond is None or bond.index != index:

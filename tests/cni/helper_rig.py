@@ -91,3 +91,41 @@ def call(
         [*user, str(BOND)], input=raw, env=full, capture_output=True, timeout=timeout, check=False
     )
     return proc.returncode, proc.stdout, proc.stderr.decode()
+
+
+GATE = "BOND_TEST_GATE"  # a FIFO: the gated IPAM waits until a test writes a line to it
+GATE_ON = "BOND_TEST_GATE_ON"  # the CNI command it waits on (ADD, DEL, ...)
+GATED_IPAM = "gated-host-local"
+
+
+def gated_ipam(directory: Path) -> Path:
+    """A CNI bin dir holding `gated-host-local`: Debian's real host-local, which then, for the
+    command named by BOND_TEST_GATE_ON in the call's environment, waits at the FIFO named by
+    BOND_TEST_GATE until a test writes to it. A real IPAM plugin that hangs exactly where a test
+    wants, after it allocated or released (stand-in: no real IPAM hangs on demand). A test knows it
+    is there when its own open of the FIFO for writing returns."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / GATED_IPAM
+    script.write_text(
+        "#!/bin/sh\n"
+        "out=$(/usr/lib/cni/host-local); rc=$?\n"
+        f'if [ -n "${GATE}" ] && [ "$CNI_COMMAND" = "${GATE_ON}" ]; then\n'
+        f'    read -r _ < "${GATE}"\n'
+        "fi\n"
+        "printf '%s\\n' \"$out\"\n"
+        "exit $rc\n"
+    )
+    script.chmod(0o755)
+    return directory
+
+
+def processes_naming(path: Path) -> list[int]:
+    """Pids of processes whose command line names `path` (an executable or a socket)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(path).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found

@@ -2,7 +2,8 @@
 
 Each answer through the helper must be the in-process plugin's answer, byte for byte; whatever
 goes wrong on the way (no helper, a dead or busy helper, an untrusted one), the client still runs
-the plugin. The kernel-side ADD/CHECK/DEL through the helper is in test_helper_kernel.py.
+the plugin, or, once the helper had started the request, reports an error. The helper's fault
+matrix against a real kernel (bonds, leases, kills, 200 cycles) is in test_helper_kernel.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ import pytest
 
 from cni.helper import wire
 from tests.cni.conftest import bond_config, require
-from tests.cni.helper_rig import BOND, Helper, call, running_helper
+from tests.cni.helper_rig import (
+    BOND,
+    GATE,
+    GATE_ON,
+    GATED_IPAM,
+    Helper,
+    call,
+    gated_ipam,
+    processes_naming,
+    running_helper,
+)
 from tests.poll import poll
 
 ENV = {
@@ -213,31 +224,86 @@ def test_busy_helper_hands_the_request_back(tmp_path: Path) -> None:
         assert busy.served("VERSION") == 0
 
 
-def test_malformed_answer_falls_back(tmp_path: Path) -> None:
-    """Fault injection: a helper that dies mid-answer cannot be produced on demand, so a socket
-    server written here sends half a response; the client must run the request itself."""
-    path = tmp_path / "half.sock"
+def _one_answer_server(path: Path, reply: bytes) -> threading.Thread:
+    """Fault injection: a helper that dies part way through its answer cannot be produced on
+    demand, so a socket server written here reads one request and sends `reply`, then closes."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(1)
 
-    def half_answer() -> None:
-        conn, _ = server.accept()
-        with conn:
-            while conn.recv(65536):
-                pass
-            whole = wire.encode_response(wire.Response(0, b'{"cniVersion": "9"}', b""))
-            conn.sendall(whole[:-3])
+    def serve() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                while conn.recv(65536):
+                    pass
+                conn.sendall(reply)
 
-    thread = threading.Thread(target=half_answer)
+    thread = threading.Thread(target=serve)
     thread.start()
+    return thread
+
+
+def test_an_answer_without_its_header_means_not_started(tmp_path: Path) -> None:
+    """No whole header: the helper never started the request, so the client runs it itself."""
+    path = tmp_path / "half.sock"
+    whole = wire.encode_response(wire.Response(0, b'{"cniVersion": "9"}', b""))
+    thread = _one_answer_server(path, whole[: len(wire.HEADER) - 1])
     try:
         rc, out, err = call("VERSION", {"cniVersion": "0.4.0"}, {}, socket=path)
     finally:
         thread.join(10)
-        server.close()
     assert rc == 0 and json.loads(out)["cniVersion"] == "0.4.0"
-    assert "short or malformed reply" in err
+    assert "short or malformed reply), running in process" in err
+
+
+def test_a_started_request_without_a_whole_answer_is_not_run_again(tmp_path: Path) -> None:
+    """The header came (the request started), the rest did not: the plugin may have changed the
+    pod's network part way, so the client reports error 11 and leaves the rest to DEL."""
+    path = tmp_path / "half.sock"
+    whole = wire.encode_response(wire.Response(0, b'{"cniVersion": "9"}', b""))
+    thread = _one_answer_server(path, whole[:-3])
+    try:
+        rc, out, err = call("ADD", bond_config("1.0.0"), ENV, socket=path)
+    finally:
+        thread.join(10)
+    error = json.loads(out)
+    assert rc == 1 and error["code"] == 11, out
+    assert error["msg"] == "bond: the helper took this request but gave no whole answer"
+    assert f"the helper at {path} started it" in error["details"]
+    assert "the runtime's DEL cleans up, then retry" in error["details"]
+    assert "running in process" not in err
+
+
+def test_a_request_past_its_timeout_is_rolled_back_and_answered(tmp_path: Path) -> None:
+    """#10 item 4: SIGALRM raises in the child wherever the plugin is (here: in a real IPAM that
+    hangs), the plugin unwinds, and the helper answers error 11 naming the timeout and what to
+    do; the client, told the request had started, does not run it again. The kernel tier times
+    out an ADD half done (test_helper_kernel.py)."""
+    bin_dir = gated_ipam(tmp_path / "bin")
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    ipam = {"type": GATED_IPAM, "subnet": "192.0.2.0/24", "dataDir": str(tmp_path / "ipam")}
+    conf = bond_config("1.0.0", ipam=ipam)
+    env = {**ENV, GATE: str(gate), GATE_ON: "DEL"}
+    sock = tmp_path / "run" / "helper.sock"
+    with running_helper(sock, "--cni-path", str(bin_dir), "--request-timeout", "2") as helper:
+        rc, out, err = call("DEL", conf, env, socket=helper.socket)
+        error = json.loads(out)
+        assert rc == 1 and error["code"] == 11, (out, err)
+        assert error["msg"] == (
+            "the bond CNI helper stopped this request after its 2 s (bond serve --request-timeout)"
+        )
+        assert "raise --request-timeout" in error["details"]
+        assert "running in process" not in err and "gave no" not in err
+        assert helper.served("DEL") == 1
+        # The hung IPAM plugin was killed on the way out, not left waiting at its gate.
+        poll(
+            lambda: not processes_naming(bin_dir / GATED_IPAM),
+            timeout=10,
+            what="the IPAM to be gone",
+        )
+        assert call("VERSION", b"", {}, socket=helper.socket)[0] == 0  # and the helper serves on
 
 
 @pytest.fixture
@@ -286,40 +352,28 @@ def _bond(command: str, socket_path: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
 
-def _processes_of(sock: Path) -> list[int]:
-    """Pids whose command line names `sock`: the helper and its children (forks share it)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and str(sock).encode() in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue  # gone meanwhile
-    return found
-
-
 def test_socket_is_private_and_removed_on_sigterm(tmp_path: Path) -> None:
     with running_helper(tmp_path / "run" / "helper.sock") as running:
         assert running.socket.stat().st_mode & 0o777 == 0o600
         assert running.socket.parent.stat().st_mode & 0o777 == 0o700
         assert "2 spare children" in running.log()
-        assert len(_processes_of(running.socket)) == 3  # the helper and its two idle spares
+        assert len(processes_naming(running.socket)) == 3  # the helper and its two idle spares
         assert running.stop() == 0
         assert not running.socket.exists()
         assert "stopping" in running.log()
-        poll(lambda: not _processes_of(running.socket), timeout=10, what="the spares to exit")
+        poll(lambda: not processes_naming(running.socket), timeout=10, what="the spares to exit")
 
 
 def test_spares_exit_when_the_helper_is_killed(tmp_path: Path) -> None:
     with running_helper(tmp_path / "run" / "helper.sock") as running:
         running.proc.kill()  # no SIGTERM handler runs: the spares only see the line go dead
         running.proc.wait(10)
-        poll(lambda: not _processes_of(running.socket), timeout=10, what="the spares to exit")
+        poll(lambda: not processes_naming(running.socket), timeout=10, what="the spares to exit")
 
 
 def test_without_spares_each_call_gets_a_child_forked_for_it(tmp_path: Path) -> None:
     with running_helper(tmp_path / "run" / "helper.sock", "--spares", "0") as running:
-        assert _processes_of(running.socket) == [running.proc.pid]
+        assert processes_naming(running.socket) == [running.proc.pid]
         for command, stdin, env in [c[1:] for c in CASES[:4]]:
             assert call(command, stdin, env, socket=running.socket) == call(command, stdin, env)
         assert running.served("VERSION") == 2 and running.served("ADD") == 2

@@ -55,3 +55,9 @@ def test_malformed_responses_are_refused() -> None:
         wire.decode_response(good + b"x")
     with pytest.raises(wire.WireError, match="truncated exit code"):
         wire.decode_response(good[:10])
+
+
+def test_a_response_begins_with_the_header_sent_as_the_started_signal() -> None:
+    response = wire.Response(0, b"{}", b"")
+    assert wire.encode_response(response) == wire.HEADER + wire.encode_answer(response)
+    assert wire.decode_response(wire.HEADER + wire.encode_answer(response)) == response

@@ -10,10 +10,14 @@
  *
  * (integers big-endian). Without a helper, the plugin still works: when the socket is absent or
  * refused, or the helper is not root (nor us), the client execs `bond-plugin` beside itself with
- * stdin untouched. When a helper took the request but gave no whole answer (it died, or was
- * busy), the client re-runs the request in process from a copy of stdin; every command is safe to
- * re-run (an ADD that got as far as the bond is refused, and the runtime's DEL cleans up).
- * A request over the helper's size limit (MAX_REQUEST) is never sent: it runs in process.
+ * stdin untouched. The helper sends the response's header (its first 8 bytes) before the plugin
+ * starts, the rest when it is done (cni/helper/wire.py). A helper that sent no header never
+ * started the request (it was busy, stopping, or died first): the client runs it in process from
+ * a copy of stdin. One that sent the header but no whole answer started it and died part way (a
+ * request that times out is answered, rolled back): running it again could meet or undo its half
+ * (an ADD would find its own bond), so the client prints CNI error 11 instead, and the runtime's
+ * DEL cleans up before it retries. A request over the helper's size limit (MAX_REQUEST) is never
+ * sent: it runs in process.
  *
  * Any argument (`bond serve ...`, `bond probe ...`) goes straight to bond-plugin.
  * Environment: BOND_CNI_HELPER_SOCKET (default /run/bond-cni/helper.sock), BOND_CNI_HELPER=off.
@@ -60,15 +64,22 @@ static void json_string(const char *s)
     putchar('"');
 }
 
-/* Out of memory or similar: print the CNI error JSON the runtime expects, never a bare crash. */
-static void die(const char *msg, const char *detail)
+/* Print the CNI error JSON the runtime expects, never a bare crash, and exit 1. */
+static void fail(int code, const char *msg, const char *detail)
 {
-    printf("{\"cniVersion\": \"1.0.0\", \"code\": 100, \"msg\": \"bond: %s\", \"details\": ", msg);
+    printf("{\"cniVersion\": \"1.0.0\", \"code\": %d, \"msg\": \"bond: %s\", \"details\": ",
+           code, msg);
     json_string(detail);
     printf("}\n");
     fflush(stdout);
     fprintf(stderr, "bond-cni ERROR %s: %s\n", msg, detail);
     exit(1);
+}
+
+/* Out of memory or similar. */
+static void die(const char *msg, const char *detail)
+{
+    fail(100, msg, detail);
 }
 
 static void put(struct buf *b, const void *data, size_t len)
@@ -168,6 +179,13 @@ static void run_in_process(char **argv, const struct buf *input)
     die("cannot run the in-process plugin", plugin);
 }
 
+/* Did the helper start the request? It sends the response's header first (see above). */
+static int started(const struct buf *b)
+{
+    const unsigned char *p = (const unsigned char *)b->data;
+    return b->len >= 8 && !memcmp(p, "BCNI", 4) && get_u32(p + 4) == PROTOCOL;
+}
+
 /* The helper's answer, checked whole before anything is printed. */
 static int answer(const struct buf *b, int *code, struct buf *out, struct buf *err)
 {
@@ -256,9 +274,18 @@ int main(int argc, char **argv)
     errno = 0;
     if (write_all(fd, request.data, request.len) < 0 || shutdown(fd, SHUT_WR) < 0 ||
         read_all(fd, &reply, MAX_ANSWER) < 0 || answer(&reply, &code, &out, &err) < 0) {
-        fprintf(stderr, "bond-cni WARNING the helper at %s gave no answer (%s), running in "
-                        "process\n", path, errno ? strerror(errno) : "short or malformed reply");
+        const char *why = errno ? strerror(errno) : "short or malformed reply";
         close(fd);
+        if (started(&reply)) {
+            char detail[PATH_MAX + 512];
+            snprintf(detail, sizeof detail,
+                     "the helper at %s started it, then gave no whole answer (%s): its child "
+                     "died part way, and it is not run again here, since it may have changed "
+                     "the pod's network; the runtime's DEL cleans up, then retry", path, why);
+            fail(11, "the helper took this request but gave no whole answer", detail);
+        }
+        fprintf(stderr, "bond-cni WARNING the helper at %s gave no answer (%s), running in "
+                        "process\n", path, why);
         run_in_process(plain, &input);
     }
     close(fd);
