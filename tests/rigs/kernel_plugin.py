@@ -14,7 +14,7 @@ auto-loaded there (each costs seconds under TCG), and the cluster rig's plugin i
 
 BOND_INJECTOR_KERNEL_RUNNER=host runs the inner pytest on the host instead of in a VM, for hosts
 whose own kernel can bond (and for the rig's own test of the outer/inner mapping).
-BOND_INJECTOR_VM_TIMEOUT (seconds, default 2400) bounds the whole VM run.
+BOND_INJECTOR_VM_TIMEOUT (seconds, default 4200) bounds the whole VM run.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def _ensure_kernel_run(session: pytest.Session) -> _KernelRun:
     nodeids = _selected_kernel_nodeids(session)
     command = _inner_command(config, nodeids, rig_dir)
     log = rig_dir / "vm.log"
-    timeout = float(os.environ.get(TIMEOUT, "2400"))
+    timeout = float(os.environ.get(TIMEOUT, "4200"))
     runner = os.environ.get(RUNNER, "vm")
     _tell(config, f"kernel rig: one {runner} run for {len(nodeids)} kernel tests; `tail -f {log}`")
     started = time.monotonic()
