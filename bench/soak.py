@@ -44,7 +44,7 @@ import jsonpatch
 from bench import review
 from bench.peers import hey
 from bench.report import load_line
-from bench.webhook import Server, hey_argv, parse_hey
+from bench.webhook import Server, hey_argv, parse_hey, stop
 from tests.rigs.cluster import Cluster
 from tests.rigs.cluster_procs import free_port
 
@@ -255,12 +255,7 @@ def _ours(work: Path, cluster: Cluster) -> Iterator[Server]:
         try:
             yield Server("ours", proc.pid, port, work / "valid.json")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def _bodies(work: Path) -> dict[str, tuple[Path, int]]:
