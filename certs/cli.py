@@ -135,7 +135,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _in_cluster(args: argparse.Namespace, *, rotate: bool) -> int:
-    from certs import kube  # noqa: PLC0415 (the Kubernetes client is only needed here)
+    from certs import kube  # noqa: PLC0415 (the API client is only needed here)
+    from webhook.kubeapi import connect  # noqa: PLC0415
 
     namespace = args.namespace or _pod_namespace() or "default"
     dns, ips = _names(args, args.service_namespace or namespace)
@@ -147,7 +148,7 @@ def _in_cluster(args: argparse.Namespace, *, rotate: bool) -> int:
         serving_validity=pki.parse_duration(args.validity),
     )
     target = kube.Target(namespace, args.secret, args.webhook_config, tuple(args.webhook))
-    with kube.api_client(args.kubeconfig, args.context) as api:
+    with connect(args.kubeconfig, args.context) as api:
         outcome = kube.ensure(
             api,
             target,
@@ -191,9 +192,9 @@ def _pod_namespace() -> str | None:
 
 
 def _describe(exc: Exception) -> str:
-    status, reason, body = (getattr(exc, k, None) for k in ("status", "reason", "body"))
-    if status is not None:  # kubernetes ApiException: the body carries the apiserver's message
-        return f"HTTP {status} {reason}: {body}"
+    status, reason, message = (getattr(exc, k, None) for k in ("status", "reason", "message"))
+    if status is not None:  # webhook.kubeapi.ApiError: the API server's status and message
+        return f"HTTP {status} {reason}: {message}"
     return str(exc) or type(exc).__name__
 
 

@@ -11,23 +11,21 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.incluster_config import InClusterConfigLoader
-
 from certs import pki
+from webhook.kubeapi import ApiError, KubeClient, Resource
 
 log = logging.getLogger("certs")
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "bond-injector-certs"}
 PREVIOUS_CA_KEY = "previous-ca.crt"
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+SECRETS = Resource("", "v1", "secrets")
+WEBHOOK_CONFIGS = Resource(
+    "admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", namespaced=False
+)
 
 
 @dataclass(frozen=True)
@@ -70,35 +68,8 @@ class _Stored:
     resource_version: str | None  # None: the Secret does not exist
 
 
-def api_client(
-    kubeconfig: Path | None,
-    context: str | None = None,
-    *,
-    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
-    environ: Mapping[str, str] | None = None,
-) -> client.ApiClient:
-    """An API client from a kubeconfig file, else from the pod's service account (in-cluster:
-    KUBERNETES_SERVICE_HOST/PORT and the mounted token, re-read as it rotates, and CA).
-
-    The one way bond-injector reaches the API server: the certificate tool and the webhook's NAD
-    cache (webhook/server.py) both call it."""
-    if kubeconfig is not None:
-        api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=str(kubeconfig), context=context
-        )
-        return api
-    configuration = client.Configuration()
-    loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]
-        token_filename=str(service_account_dir / "token"),
-        cert_filename=str(service_account_dir / "ca.crt"),
-        environ=os.environ if environ is None else environ,
-    )
-    loader.load_and_set(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return client.ApiClient(configuration)
-
-
 def ensure(
-    api: client.ApiClient,
+    api: KubeClient,
     target: Target,
     policy: Policy,
     now: dt.datetime,
@@ -112,9 +83,8 @@ def ensure(
     caBundle is patched before the serving Secret changes, so the apiserver already trusts a new
     CA by the time the webhook serves a certificate signed by it.
     """
-    core = client.CoreV1Api(api)
-    stored_ca = _read(core, target.namespace, target.ca_secret)
-    stored_serving = _read(core, target.namespace, target.secret)
+    stored_ca = _read(api, target.namespace, target.ca_secret)
+    stored_serving = _read(api, target.namespace, target.secret)
     assessment = pki.assess(
         stored_ca.pair,
         stored_serving.pair,
@@ -137,7 +107,7 @@ def ensure(
         ca = pki.generate_ca(f"bond-injector-ca.{target.namespace}", now, policy.ca_validity)
         extra = {PREVIOUS_CA_KEY: previous_ca} if previous_ca else {}
         _write(
-            core,
+            api,
             target.namespace,
             target.ca_secret,
             ca,
@@ -165,7 +135,7 @@ def ensure(
     else:
         return Outcome(verdict, tuple(reasons), tuple(actions), bundle)
     _write(
-        core,
+        api,
         target.namespace,
         target.secret,
         serving,
@@ -177,13 +147,12 @@ def ensure(
 
 
 def patch_ca_bundle(
-    api: client.ApiClient, name: str, bundle: bytes, webhooks: Sequence[str] = ()
+    api: KubeClient, name: str, bundle: bytes, webhooks: Sequence[str] = ()
 ) -> bool:
     """Set caBundle on the named webhooks (all when none are named). False when nothing changed."""
-    admission = client.AdmissionregistrationV1Api(api)
-    current = admission.read_mutating_webhook_configuration(name)
+    current = api.get(WEBHOOK_CONFIGS, name).get("webhooks") or []
     encoded = base64.b64encode(bundle).decode()
-    known = [w.name for w in current.webhooks or []]
+    known = [str(w.get("name")) for w in current]
     unknown = sorted(set(webhooks) - set(known))
     if unknown:
         raise LookupError(
@@ -191,37 +160,37 @@ def patch_ca_bundle(
             f"it has {', '.join(known) or 'none'}"
         )
     ops: list[dict[str, Any]] = []
-    for index, webhook in enumerate(current.webhooks or []):
-        if webhooks and webhook.name not in webhooks:
+    for index, webhook in enumerate(current):
+        if webhooks and webhook.get("name") not in webhooks:
             continue
-        if webhook.client_config.ca_bundle == encoded:
+        if (webhook.get("clientConfig") or {}).get("caBundle") == encoded:
             continue
         # The test op fails the patch, rather than hit another webhook, if the list was reordered.
-        ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": webhook.name})
+        ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": webhook.get("name")})
         ops.append(
             {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded}
         )
     if not ops:
         return False
-    admission.patch_mutating_webhook_configuration(name, ops)
+    api.patch(WEBHOOK_CONFIGS, name, ops, patch_type="json")
     return True
 
 
-def _read(core: client.CoreV1Api, namespace: str, name: str) -> _Stored:
+def _read(api: KubeClient, namespace: str, name: str) -> _Stored:
     try:
-        secret = core.read_namespaced_secret(name, namespace)
-    except ApiException as exc:
+        secret = api.get(SECRETS, name, namespace)
+    except ApiError as exc:
         if exc.status == 404:
             return _Stored(None, {}, None)
         raise
-    data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+    data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
     cert, key = data.pop("tls.crt", None), data.pop("tls.key", None)
     pair = pki.KeyPair(cert, key) if cert and key else None
-    return _Stored(pair, data, secret.metadata.resource_version if secret.metadata else "")
+    return _Stored(pair, data, str((secret.get("metadata") or {}).get("resourceVersion") or ""))
 
 
 def _write(
-    core: client.CoreV1Api,
+    api: KubeClient,
     namespace: str,
     name: str,
     pair: pki.KeyPair,
@@ -230,16 +199,18 @@ def _write(
     resource_version: str | None,
 ) -> None:
     data = {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, **extra}
-    body = client.V1Secret(
-        metadata=client.V1ObjectMeta(
-            name=name, namespace=namespace, labels=MANAGED_BY, resource_version=resource_version
-        ),
-        type="kubernetes.io/tls",
-        data={k: base64.b64encode(v).decode() for k, v in data.items()},
-    )
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": MANAGED_BY}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "kubernetes.io/tls",
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
     if resource_version is None:
-        core.create_namespaced_secret(namespace, body)
+        api.create(SECRETS, body, namespace)
     else:
         # With resourceVersion this is a compare-and-swap: a concurrent writer fails it.
-        core.replace_namespaced_secret(name, namespace, body)
+        metadata["resourceVersion"] = resource_version
+        api.replace(SECRETS, name, body, namespace)
     log.info("wrote secret %s/%s (keys: %s)", namespace, name, ", ".join(sorted(data)))

@@ -145,12 +145,10 @@ def _default_kubeconfig() -> Path | None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
-    from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
-    from urllib3.exceptions import HTTPError  # noqa: PLC0415
-
     from webhook.doctor import report  # noqa: PLC0415
     from webhook.doctor.kube import DoctorError, Options, run  # noqa: PLC0415
+    from webhook.kubeapi import ApiError  # noqa: PLC0415
+    from webhook.kubeconfig import KubeConfigError  # noqa: PLC0415
 
     options = Options(
         kubeconfig=args.kubeconfig or _default_kubeconfig(),
@@ -162,14 +160,13 @@ def _doctor(args: argparse.Namespace) -> int:
     )
     try:
         rows = run(options)
-    except ApiException as exc:
+    except ApiError as exc:
         print(
-            f"bond-injector doctor: the API server said {exc.status} {exc.reason}: "
-            f"{(exc.body or '').strip()[:300]}",
+            f"bond-injector doctor: the API server said {exc.status} {exc.reason}: {exc.message}",
             file=sys.stderr,
         )
         return 2
-    except (DoctorError, ConfigException, HTTPError, OSError) as exc:
+    except (DoctorError, KubeConfigError, OSError) as exc:  # OSError: ApiUnreachable too
         print(f"bond-injector doctor: {exc}", file=sys.stderr)
         return 2
     render = report.render_json if args.output == "json" else report.render_table

@@ -11,14 +11,12 @@ import logging
 import threading
 from typing import Any
 
-from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
-
+from webhook.kubeapi import ApiError, KubeClient, Resource, Watch
 from webhook.nads import NadError, NadFetchError, NetworkAttachmentDefinition
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
+NADS = Resource("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
 _GONE = 410
 
 
@@ -29,19 +27,19 @@ class WatchExpired(Exception):
 class KubeNadCache:
     def __init__(
         self,
-        api_client: client.ApiClient,
+        api: KubeClient,
         *,
         watch_timeout: int = 300,
         request_timeout: float = 10.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
     ) -> None:
-        self._api = client.CustomObjectsApi(api_client)
+        self._api = api
         self._nads: dict[tuple[str, str], NetworkAttachmentDefinition] = {}
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stopping = threading.Event()
-        self._watch: watch.Watch | None = None
+        self._watch: Watch | None = None
         self._thread: threading.Thread | None = None
         self._watch_timeout = watch_timeout
         self._request_timeout = request_timeout
@@ -60,15 +58,13 @@ class KubeNadCache:
 
     def fetch(self, namespace: str, name: str) -> NetworkAttachmentDefinition | None:
         try:
-            obj: dict[str, Any] = self._api.get_namespaced_custom_object(  # type: ignore[assignment]
-                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=self._request_timeout
-            )
-        except ApiException as exc:
+            obj = self._api.get(NADS, name, namespace, timeout=self._request_timeout)
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             what = f"reading network-attachment-definition {namespace}/{name}"
             raise NadFetchError(f"{what}: {exc.status} {exc.reason}") from None
-        except Exception as exc:  # connection errors come from urllib3 in many shapes
+        except Exception as exc:  # unreachable, or credentials that cannot be read
             raise NadFetchError(
                 f"reading network-attachment-definition {namespace}/{name}: {exc}"
             ) from None
@@ -86,7 +82,7 @@ class KubeNadCache:
     def stop(self, timeout: float = 2.0) -> None:
         self._stopping.set()
         if self._watch is not None:
-            self._watch.stop()  # type: ignore[no-untyped-call]
+            self._watch.close()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -105,15 +101,15 @@ class KubeNadCache:
             except WatchExpired:
                 log.info("NAD watch expired (410 Gone); relisting")
             except Exception as exc:
+                if self._stopping.is_set():
+                    break  # stop() ended the watch
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("NAD list/watch failed, retrying in %.1fs: %s", delay, self.last_error)
                 self._stopping.wait(delay)
                 delay = min(delay * 2, self._backoff[1])
 
     def _list(self) -> str:
-        listing: dict[str, Any] = self._api.list_cluster_custom_object(  # type: ignore[assignment]
-            GROUP, VERSION, PLURAL, _request_timeout=self._request_timeout
-        )
+        listing = self._api.list(NADS, timeout=self._request_timeout)
         fresh: dict[tuple[str, str], NetworkAttachmentDefinition] = {}
         for item in listing.get("items") or []:
             nad = _parse(item)
@@ -128,27 +124,25 @@ class KubeNadCache:
 
     def _watch_from(self, version: str) -> None:
         while not self._stopping.is_set():
-            self._watch = watch.Watch()  # type: ignore[no-untyped-call]
             try:
-                events = self._watch.stream(  # type: ignore[no-untyped-call]
-                    self._api.list_cluster_custom_object,
-                    GROUP,
-                    VERSION,
-                    PLURAL,
+                self._watch = self._api.watch(
+                    NADS,
                     resource_version=version,
-                    allow_watch_bookmarks=True,
                     timeout_seconds=self._watch_timeout,
-                    _request_timeout=self._watch_timeout + self._request_timeout,
+                    request_timeout=self._watch_timeout + self._request_timeout,
                 )
-                for event in events:
+                if self._stopping.is_set():
+                    self._watch.close()  # stop() came before there was a watch to close
+                    break
+                for event in self._watch:
                     version = self._apply(event) or version
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status == _GONE:
                     raise WatchExpired from None
                 raise
 
     def _apply(self, event: dict[str, Any]) -> str | None:
-        kind, obj = event.get("type"), event.get("raw_object") or {}
+        kind, obj = event.get("type"), event.get("object") or {}
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if kind == "BOOKMARK":
             return str(version) if version else None

@@ -99,13 +99,19 @@ class WebhookConfig(uvicorn.Config):
         options = self.options
         if options.nads_file is not None:
             return load_nad_file(options.nads_file)
-        # kubernetes is heavy: only serving from the API server imports it.
-        from certs.kube import api_client  # noqa: PLC0415
+        # Only serving from the API server needs its client.
+        from webhook.kubeapi import connect  # noqa: PLC0415
         from webhook.nadcache import KubeNadCache  # noqa: PLC0415
 
-        cache = KubeNadCache(api_client(options.kubeconfig))
+        api = connect(options.kubeconfig)
+        cache = KubeNadCache(api)
         cache.start()
-        self._stop_source = cache.stop
+
+        def stop() -> None:
+            cache.stop()
+            api.close()
+
+        self._stop_source = stop
         if not cache.wait_synced(options.sync_timeout):
             log.warning("NAD cache not synced after %.0fs; /readyz says so", options.sync_timeout)
         return cache

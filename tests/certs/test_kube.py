@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 
 from certs import kube, pki
 from certs.cli import main
 from tests.rigs.cluster import Cluster
+from webhook.kubeapi import KubeClient, connect
 
 pytestmark = pytest.mark.cluster
 
@@ -30,9 +30,9 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture
-def api(cluster: Cluster) -> Iterator[client.ApiClient]:
-    with kube.api_client(cluster.kubeconfig) as api_client:
-        yield api_client
+def api(cluster: Cluster) -> Iterator[KubeClient]:
+    with connect(cluster.kubeconfig) as client:
+        yield client
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def _now() -> dt.datetime:
 
 
 def test_ensure_creates_tls_secrets_and_leaves_them_alone_on_rerun(
-    cluster: Cluster, api: client.ApiClient, namespace: str
+    cluster: Cluster, api: KubeClient, namespace: str
 ) -> None:
     target = kube.Target(namespace, "wh-tls")
     first = kube.ensure(api, target, _policy(namespace), _now())
@@ -133,7 +133,7 @@ def test_ensure_creates_tls_secrets_and_leaves_them_alone_on_rerun(
 
 
 def test_ensure_patches_ca_bundle_once(
-    cluster: Cluster, api: client.ApiClient, namespace: str, webhook_config: str
+    cluster: Cluster, api: KubeClient, namespace: str, webhook_config: str
 ) -> None:
     target = kube.Target(namespace, "wh-tls", webhook_config)
     outcome = kube.ensure(api, target, _policy(namespace), _now())
@@ -145,7 +145,7 @@ def test_ensure_patches_ca_bundle_once(
 
 
 def test_only_the_named_webhook_is_patched_and_an_unknown_name_is_refused(
-    cluster: Cluster, api: client.ApiClient, webhook_config: str
+    cluster: Cluster, api: KubeClient, webhook_config: str
 ) -> None:
     assert kube.patch_ca_bundle(api, webhook_config, b"PEM-B\n", ["b.certs.test"])
     assert _bundles(cluster, webhook_config) == {"a.certs.test": b"", "b.certs.test": b"PEM-B\n"}
@@ -155,7 +155,7 @@ def test_only_the_named_webhook_is_patched_and_an_unknown_name_is_refused(
 
 
 def test_rotate_keeps_the_ca_and_the_bundle(
-    cluster: Cluster, api: client.ApiClient, namespace: str, webhook_config: str
+    cluster: Cluster, api: KubeClient, namespace: str, webhook_config: str
 ) -> None:
     target = kube.Target(namespace, "wh-tls", webhook_config)
     kube.ensure(api, target, _policy(namespace), _now())
@@ -171,7 +171,7 @@ def test_rotate_keeps_the_ca_and_the_bundle(
 
 
 def test_rotate_with_a_new_ca_trusts_old_and_new_until_the_old_expires(
-    cluster: Cluster, api: client.ApiClient, namespace: str, webhook_config: str
+    cluster: Cluster, api: KubeClient, namespace: str, webhook_config: str
 ) -> None:
     target = kube.Target(namespace, "wh-tls", webhook_config)
     kube.ensure(api, target, _policy(namespace), _now())
@@ -206,7 +206,7 @@ def test_rotate_with_a_new_ca_trusts_old_and_new_until_the_old_expires(
 )
 def test_a_serving_pair_that_no_longer_fits_is_renewed_with_the_same_ca(
     cluster: Cluster,
-    api: client.ApiClient,
+    api: KubeClient,
     namespace: str,
     change: dict[str, object],
     reason: str,
@@ -222,9 +222,7 @@ def test_a_serving_pair_that_no_longer_fits_is_renewed_with_the_same_ca(
     assert _rv(_secret(cluster, namespace, "wh-tls-ca")) == ca_rv
 
 
-def test_a_damaged_secret_is_repaired(
-    cluster: Cluster, api: client.ApiClient, namespace: str
-) -> None:
+def test_a_damaged_secret_is_repaired(cluster: Cluster, api: KubeClient, namespace: str) -> None:
     target = kube.Target(namespace, "wh-tls")
     kube.ensure(api, target, _policy(namespace), _now())
     garbage = base64.b64encode(b"not a certificate").decode()
@@ -291,7 +289,7 @@ def test_ensure_works_in_cluster_with_a_service_account(
     (sa_dir / "ca.crt").write_bytes(cluster.ca_file.read_bytes())
     host, port = cluster.server.removeprefix("https://").rsplit(":", 1)
     environ = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
-    with kube.api_client(None, service_account_dir=sa_dir, environ=environ) as api:
+    with connect(None, service_account_dir=sa_dir, environ=environ) as api:
         outcome = kube.ensure(api, kube.Target(namespace, "wh-tls"), _policy(namespace), _now())
     assert outcome.verdict is pki.Verdict.NEW_CA
     assert _secret(cluster, namespace, "wh-tls")["type"] == "kubernetes.io/tls"

@@ -16,7 +16,6 @@ from typing import Any
 import jsonpatch
 import pytest
 import yaml
-from kubernetes import client
 
 from tests.poll import poll
 from tests.rigs.cluster import Cluster
@@ -33,6 +32,7 @@ from tests.webhook.builders import (
 )
 from tests.webhook.reviews import decoded_patch, review
 from webhook.app import Settings, create_app
+from webhook.kubeapi import KubeClient
 from webhook.nadcache import KubeNadCache
 from webhook.nads import NetworkAttachmentDefinition
 
@@ -60,7 +60,7 @@ class _Together(KubeNadCache):
     """The real cache, never started, whose GETs wait until `together` are in flight: GETs made
     one after another break the barrier, so an answer at all shows they ran at the same time."""
 
-    def __init__(self, api: client.ApiClient, together: int) -> None:
+    def __init__(self, api: KubeClient, together: int) -> None:
         super().__init__(api)
         self._barrier = threading.Barrier(together)
         self.fetched: list[tuple[str, str]] = []
@@ -81,7 +81,7 @@ def _legs_then_bond(legs: int) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("legs", [3, 4])
 @pytest.mark.parametrize("cache", ["cold", "warm"])
 def test_every_nad_in_one_round(
-    api: client.ApiClient, namespace: str, profiles: Settings, legs: int, cache: str
+    api: KubeClient, namespace: str, profiles: Settings, legs: int, cache: str
 ) -> None:
     if cache == "cold":
         nads: KubeNadCache = _Together(api, together=legs + 2)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import socket
-
-from kubernetes import client
+import ssl
 
 from tests.poll import poll
+from webhook.kubeapi import KubeClient
+from webhook.kubeconfig import ClusterAccess
 from webhook.nadcache import KubeNadCache
 from webhook.nads import NadFetchError
 
@@ -19,10 +20,9 @@ def _closed_port() -> int:
 
 
 def test_unreachable_api_server_keeps_the_cache_unsynced_and_retrying() -> None:
-    configuration = client.Configuration()
-    configuration.host = f"https://127.0.0.1:{_closed_port()}"
-    configuration.retries = 0
-    with client.ApiClient(configuration) as api:
+    server = f"https://127.0.0.1:{_closed_port()}"
+    access = ClusterAccess(server, "a closed port", ssl.create_default_context())
+    with KubeClient(access) as api:
         cache = KubeNadCache(api, request_timeout=2, backoff_initial=0.05, backoff_max=0.1)
         cache.start()
         try:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
 from tests.poll import poll
 from tests.rigs.cluster import Cluster
@@ -17,6 +16,7 @@ from tests.webhook.asgi import AsgiClient
 from tests.webhook.builders import BOND_CONFIG, EXAMPLES, POOL_A, POOL_B, example_profiles, pod
 from tests.webhook.reviews import review
 from webhook.app import Settings, create_app
+from webhook.kubeapi import KubeClient
 from webhook.mutation import Decision, mutate
 from webhook.nadcache import KubeNadCache, WatchExpired
 
@@ -32,7 +32,7 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture
-def cache(api: client.ApiClient) -> Iterator[KubeNadCache]:
+def cache(api: KubeClient) -> Iterator[KubeNadCache]:
     nads = KubeNadCache(api, watch_timeout=5)
     nads.start()
     assert nads.wait_synced(30), nads.last_error
@@ -100,7 +100,7 @@ def test_decisions_follow_create_change_delete(
     )
 
 
-def test_miss_is_answered_by_a_get(cluster: Cluster, api: client.ApiClient, namespace: str) -> None:
+def test_miss_is_answered_by_a_get(cluster: Cluster, api: KubeClient, namespace: str) -> None:
     cold = KubeNadCache(api)  # never started: every lookup is a miss
     assert cold.fetch(namespace, "sriov-pf-a") is None
     _apply(cluster, _nad(namespace, "sriov-pf-a", POOL_A, {"type": "sriov"}))

@@ -7,12 +7,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubernetes import client
-
-from certs.kube import api_client
 from webhook.doctor import checks, nodes, podwhy, probe, sriovdp
-from webhook.doctor.reader import DoctorError, Install, Reader
+from webhook.doctor.reader import (
+    CONFIG_MAPS,
+    DAEMON_SETS,
+    EVENTS,
+    NAMESPACES,
+    NODES,
+    PODS,
+    WEBHOOK_CONFIGS,
+    DoctorError,
+    Install,
+    Reader,
+)
 from webhook.doctor.report import Row, failed, passed
+from webhook.kubeapi import KubeClient, connect
 from webhook.nadcache import KubeNadCache
 from webhook.nads import NadFetchError, NetworkAttachmentDefinition
 from webhook.profiles import ProfileError, Profiles, parse_profiles
@@ -37,12 +46,12 @@ class Options:
 
 def run(options: Options) -> list[Row]:
     """Every check, in the order a bonded pod meets the chain; with `pod`, that pod's row last."""
-    with api_client(options.kubeconfig) as api:
+    with connect(options.kubeconfig) as api:
         return _Doctor(api, options).run()
 
 
 class _Doctor:
-    def __init__(self, api: client.ApiClient, options: Options) -> None:
+    def __init__(self, api: KubeClient, options: Options) -> None:
         self.reader = Reader(api, options.timeout)
         self.options = options
         self.nad_source = KubeNadCache(api, request_timeout=options.timeout)
@@ -70,7 +79,7 @@ class _Doctor:
             )
             rows += profile_rows
         rows += nodes.device_plugin_rows(self._device_plugin_configs(), usable)
-        all_nodes = self.reader.raw(self.reader.core.list_node)["items"]
+        all_nodes = self.reader.list(NODES)
         rows += nodes.node_rows(all_nodes, usable)
         pool_nodes = sorted({n for p in usable for n in nodes.nodes_with_pools(all_nodes, p.pools)})
         if install is not None:
@@ -84,15 +93,10 @@ class _Doctor:
 
     def _install(self, rows: list[Row]) -> Install | None:
         if self.options.webhook_config:
-            config = self.reader.get(
-                self.reader.admission.read_mutating_webhook_configuration,
-                self.options.webhook_config,
-            )
+            config = self.reader.get(WEBHOOK_CONFIGS, self.options.webhook_config)
             found = [config] if config else []
         else:
-            found = self.reader.raw(
-                self.reader.admission.list_mutating_webhook_configuration, label_selector=PART_OF
-            )["items"]
+            found = self.reader.list(WEBHOOK_CONFIGS, label_selector=PART_OF)
         if len(found) != 1:
             what = (
                 f"mutatingwebhookconfiguration {self.options.webhook_config} does not exist"
@@ -152,11 +156,7 @@ class _Doctor:
             selector = (
                 f"app.kubernetes.io/instance={install.release},app.kubernetes.io/component=webhook"
             )
-            maps = self.reader.raw(
-                self.reader.core.list_namespaced_config_map,
-                install.namespace,
-                label_selector=selector,
-            )["items"]
+            maps = self.reader.list(CONFIG_MAPS, install.namespace, label_selector=selector)
             found = [m for m in maps if PROFILES_KEY in (m.get("data") or {})]
             if not found:
                 rows.append(
@@ -187,10 +187,7 @@ class _Doctor:
         return profiles
 
     def _device_plugin_configs(self) -> dict[str, str]:
-        maps = self.reader.raw(
-            self.reader.core.list_config_map_for_all_namespaces,
-            field_selector=f"metadata.name={sriovdp.CONFIGMAP}",
-        )["items"]
+        maps = self.reader.list(CONFIG_MAPS, field_selector=f"metadata.name={sriovdp.CONFIGMAP}")
         return {
             f"{m['metadata']['namespace']}/{m['metadata']['name']}": (m.get("data") or {}).get(
                 sriovdp.CONFIG_KEY, ""
@@ -203,33 +200,29 @@ class _Doctor:
             f"app.kubernetes.io/instance={install.release},"
             "app.kubernetes.io/component=cni-installer"
         )
-        found = self.reader.raw(
-            self.reader.apps.list_daemon_set_for_all_namespaces, label_selector=selector
-        )["items"]
+        found = self.reader.list(DAEMON_SETS, label_selector=selector)
         if not found:
             return nodes.daemonset_rows(None, [], pool_nodes)
         daemonset = found[0]
         match = (daemonset.get("spec") or {}).get("selector", {}).get("matchLabels") or {}
-        pods = self.reader.raw(
-            self.reader.core.list_namespaced_pod,
+        pods = self.reader.list(
+            PODS,
             daemonset["metadata"]["namespace"],
             label_selector=",".join(f"{k}={v}" for k, v in sorted(match.items())),
-        )["items"]
+        )
         return nodes.daemonset_rows(daemonset, pods, pool_nodes)
 
     # -- one pod -----------------------------------------------------------------------------
 
     def _pod(self, install: Install | None, profiles: Profiles) -> list[Row]:
         ns, name = self.options.namespace, str(self.options.pod)
-        pod = self.reader.get(self.reader.core.read_namespaced_pod, name, ns)
+        pod = self.reader.get(PODS, name, ns)
         # The pod's own events; for a pod that is not there, its controller's refusals.
         selector = f"involvedObject.name={name}" if pod else "reason=FailedCreate"
-        events = self.reader.raw(
-            self.reader.core.list_namespaced_event, ns, field_selector=selector
-        )["items"]
+        events = self.reader.list(EVENTS, ns, field_selector=selector)
         webhook = install.webhook if install else None
         if pod is not None:
-            namespace = self.reader.get(self.reader.core.read_namespace, ns) or {}
+            namespace = self.reader.get(NAMESPACES, ns) or {}
             return podwhy.pod_rows(pod, namespace, webhook, profiles, events)
         rows = podwhy.denial_rows(ns, name, events)
         replay = probe.replay(self.reader, install, ns, name)

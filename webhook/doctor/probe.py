@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import secrets
 import socket
 import ssl
@@ -13,23 +12,28 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
 from webhook.annotation import NETWORKS_ANNOTATION, AnnotationError, parse_networks
 from webhook.doctor import selectors
-from webhook.doctor.reader import Install, Reader
+from webhook.doctor.reader import (
+    DAEMON_SETS,
+    ENDPOINT_SLICES,
+    NAMESPACES,
+    SERVICES,
+    Install,
+    Reader,
+)
 from webhook.doctor.report import Row, failed, passed, skipped, warned
+from webhook.kubeapi import ApiError, Resource
 from webhook.mutation import BOND_LABEL, PROFILE_ANNOTATION
 from webhook.profiles import Profiles
 
 EXPIRY_WARNING = dt.timedelta(days=30)
 _WORKLOADS = (
-    ("deployment", "apps", "read_namespaced_deployment"),
-    ("replicaset", "apps", "read_namespaced_replica_set"),
-    ("statefulset", "apps", "read_namespaced_stateful_set"),
-    ("daemonset", "apps", "read_namespaced_daemon_set"),
-    ("job", "batch", "read_namespaced_job"),
+    ("deployment", Resource("apps", "v1", "deployments")),
+    ("replicaset", Resource("apps", "v1", "replicasets")),
+    ("statefulset", Resource("apps", "v1", "statefulsets")),
+    ("daemonset", DAEMON_SETS),
+    ("job", Resource("batch", "v1", "jobs")),
 )
 
 
@@ -110,12 +114,8 @@ def _tls_targets(
     service = client_config.get("service") or {}
     ns, name = str(service.get("namespace")), str(service.get("name"))
     port = int(service.get("port") or 443)
-    slices = reader.raw(
-        client.DiscoveryV1Api(reader.api).list_namespaced_endpoint_slice,
-        ns,
-        label_selector=f"kubernetes.io/service-name={name}",
-    )["items"]
-    svc = reader.get(reader.core.read_namespaced_service, name, ns)
+    slices = reader.list(ENDPOINT_SLICES, ns, label_selector=f"kubernetes.io/service-name={name}")
+    svc = reader.get(SERVICES, name, ns)
     port_name = next(
         (
             p.get("name")
@@ -150,7 +150,7 @@ def _tls_targets(
 
 def admission_rows(reader: Reader, install: Install, profiles: Profiles, ns: str) -> list[Row]:
     """One dry-run create per profile: the API server calls the webhook as for a real pod."""
-    namespace = reader.get(reader.core.read_namespace, ns)
+    namespace = reader.get(NAMESPACES, ns)
     if namespace is None:
         return [
             warned(
@@ -188,8 +188,8 @@ def _dry_run(reader: Reader, install: Install, ns: str, profile: str) -> Row:
         "spec": {"containers": [{"name": "probe", "image": "bond-injector-doctor"}]},
     }
     try:
-        admitted = reader.raw(reader.core.create_namespaced_pod, ns, pod, dry_run="All")
-    except ApiException as exc:
+        admitted = reader.dry_run_pod(ns, pod)
+    except ApiError as exc:
         return _admission_failure(subject, install, exc)
     annotations = admitted["metadata"].get("annotations") or {}
     if NETWORKS_ANNOTATION not in annotations:
@@ -218,9 +218,8 @@ def replay(reader: Reader, install: Install | None, ns: str, name: str) -> Row |
     """The pod template of a workload named `name`, admitted again in dry-run."""
     if install is None:
         return None
-    for kind, group, read in _WORKLOADS:
-        api = reader.apps if group == "apps" else client.BatchV1Api(reader.api)
-        workload = reader.get(getattr(api, read), name, ns)
+    for kind, resource in _WORKLOADS:
+        workload = reader.get(resource, name, ns)
         if workload is None:
             continue
         template = (workload.get("spec") or {}).get("template") or {}
@@ -235,8 +234,8 @@ def replay(reader: Reader, install: Install | None, ns: str, name: str) -> Row |
         }
         subject = f"{kind} {ns}/{name}: its pod template, admitted again in dry-run"
         try:
-            admitted = reader.raw(reader.core.create_namespaced_pod, ns, pod, dry_run="All")
-        except ApiException as exc:
+            admitted = reader.dry_run_pod(ns, pod)
+        except ApiError as exc:
             return _admission_failure(subject, install, exc, check="pod")
         has_bond = NETWORKS_ANNOTATION in (
             (admitted.get("metadata") or {}).get("annotations") or {}
@@ -251,9 +250,9 @@ def replay(reader: Reader, install: Install | None, ns: str, name: str) -> Row |
 
 
 def _admission_failure(
-    subject: str, install: Install, exc: ApiException, check: str = "admission"
+    subject: str, install: Install, exc: ApiError, check: str = "admission"
 ) -> Row:
-    message = _api_message(exc)
+    message = exc.message
     if "denied the request" in message:
         return failed(
             check,
@@ -276,13 +275,6 @@ def _admission_failure(
         f"the API server refused the dry-run pod before or besides the webhook: {message}",
         "see the message; e.g. the namespace's default ServiceAccount must exist",
     )
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except (ValueError, AttributeError):
-        return f"{exc.status} {exc.reason}"
 
 
 def _handshake(

@@ -1,15 +1,24 @@
-"""How the doctor reads the cluster: typed client calls answered as plain JSON, and what it found
+"""How the doctor reads the cluster: plain JSON through the API client, and what it found
 installed."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from webhook.kubeapi import ApiError, KubeClient, Resource
+
+NODES = Resource("", "v1", "nodes", namespaced=False)
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
+PODS = Resource("", "v1", "pods")
+EVENTS = Resource("", "v1", "events")
+CONFIG_MAPS = Resource("", "v1", "configmaps")
+SERVICES = Resource("", "v1", "services")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
+DAEMON_SETS = Resource("apps", "v1", "daemonsets")
+WEBHOOK_CONFIGS = Resource(
+    "admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", namespaced=False
+)
 
 
 class DoctorError(RuntimeError):
@@ -17,28 +26,42 @@ class DoctorError(RuntimeError):
 
 
 class Reader:
-    """The API clients the doctor uses, each call bounded by `timeout` seconds."""
+    """The API server as the doctor reads it, each call bounded by `timeout` seconds."""
 
-    def __init__(self, api: client.ApiClient, timeout: float) -> None:
+    def __init__(self, api: KubeClient, timeout: float) -> None:
         self.api = api
         self.timeout = timeout
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.admission = client.AdmissionregistrationV1Api(api)
 
-    def raw(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """A typed client call answered as plain JSON (the pure modules take plain dicts)."""
-        response = method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
-        return json.loads(response.data)
+    def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Any]:
+        """The items; all namespaces' when `namespace` is None."""
+        found = self.api.list(
+            resource,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            timeout=self.timeout,
+        )
+        return list(found.get("items") or [])
 
-    def get(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Like raw, None when the object does not exist."""
+    def get(self, resource: Resource, name: str, namespace: str | None = None) -> Any:
+        """The object, None when it does not exist."""
         try:
-            return self.raw(method, *args, **kwargs)
-        except ApiException as exc:
+            return self.api.get(resource, name, namespace, timeout=self.timeout)
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
+
+    def dry_run_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
+        """The pod as admission would store it (the webhooks called), without storing it."""
+        return self.api.create(PODS, pod, namespace, dry_run=True, timeout=self.timeout)
 
 
 @dataclass(frozen=True)
