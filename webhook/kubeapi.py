@@ -186,9 +186,11 @@ class KubeClient:
         }
         path = resource.path(namespace)
         timeout = request_timeout if request_timeout is not None else timeout_seconds + self.timeout
+        headers = self._headers(None)
         conn = self._new_connection(timeout)
         try:
-            response = self._send(conn, "GET", path + "?" + urlencode(query), None, None)
+            conn.request("GET", path + "?" + urlencode(query), None, headers)
+            response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise ApiUnreachable(f"GET {self.access.server}{path}: {exc}") from None
@@ -217,10 +219,12 @@ class KubeClient:
         target = path + ("?" + urlencode(params) if params else "")
         payload = None if body is None else orjson.dumps(body)
         timeout = self.timeout if timeout is None else timeout
+        headers = self._headers(content_type if payload is not None else None)
         for attempt in (1, 2):
             conn, reused = self._take(timeout)
             try:
-                response = self._send(conn, method, target, payload, content_type)
+                conn.request(method, target, payload, headers)
+                response = conn.getresponse()
                 data = response.read()
             except _STALE as exc:
                 conn.close()
@@ -238,22 +242,14 @@ class KubeClient:
         found = orjson.loads(data) if data else {}
         return found if isinstance(found, dict) else {}
 
-    def _send(
-        self,
-        conn: http.client.HTTPConnection,
-        method: str,
-        target: str,
-        payload: bytes | None,
-        content_type: str | None,
-    ) -> http.client.HTTPResponse:
+    def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        authorization = self.access.authorization()
+        authorization = self.access.authorization()  # a token file is read again each time
         if authorization:
             headers["Authorization"] = authorization
-        if payload is not None and content_type:
+        if content_type:
             headers["Content-Type"] = content_type
-        conn.request(method, target, payload, headers)
-        return conn.getresponse()
+        return headers
 
     def _take(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
@@ -353,11 +349,9 @@ class _TlsConnection(http.client.HTTPSConnection):
 
 
 def _readable(sock: socket.socket) -> bool:
-    try:
-        ready, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(ready)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _message(body: str) -> str:
