@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import jsonpatch
 import pytest
+import uvicorn
 
 from tests.poll import poll
 from tests.webhook.builders import EXAMPLES, expected, pod, vfs
@@ -21,10 +23,10 @@ from tests.webhook.pki import CA, secret_volume_swap
 from tests.webhook.reviews import decoded_patch, review
 from tests.webhook.test_app import OURS
 from webhook.app import Settings
-from webhook.eventloop import TLS_READ_BUFFER
+from webhook.eventloop import TLS_READ_BUFFER, ServingLoop
 from webhook.headertimeout import HeaderTimeoutProtocol
 from webhook.server import ServeOptions, WebhookConfig
-from webhook.tls import TlsFiles
+from webhook.tls import TlsFiles, build_context
 
 HEADER_TIMEOUT = 0.5  # seconds: short, so the slow clients below are closed soon
 JSON = {"Content-Type": "application/json"}
@@ -32,19 +34,27 @@ PARTIAL_HEADER = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n"
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Live, ssl.SSLContext]]:
+def pki(tmp_path: Path) -> tuple[TlsFiles, ssl.SSLContext]:
+    """A serving pair, and a client context that trusts its CA."""
     ca = CA("webhook-ca")
     mount = tmp_path / "tls"
     mount.mkdir()
     secret_volume_swap(mount, ca.issue("bond-injector.webhook.svc"), 1)
+    files = TlsFiles(mount / "tls.crt", mount / "tls.key")
+    return files, client_context(ca.write(tmp_path / "ca.crt"))
+
+
+@pytest.fixture
+def served(pki: tuple[TlsFiles, ssl.SSLContext]) -> Iterator[tuple[Live, ssl.SSLContext]]:
+    files, ctx = pki
     options = ServeOptions(
         settings=Settings(profiles=EXAMPLES / "profiles.yaml"),
-        tls=TlsFiles(mount / "tls.crt", mount / "tls.key"),
+        tls=files,
         nads_file=EXAMPLES / "nads.yaml",
         header_timeout=HEADER_TIMEOUT,
     )
     with running(options) as live:
-        yield live, client_context(ca.write(tmp_path / "ca.crt"))
+        yield live, ctx
 
 
 def _connect(port: int, ctx: ssl.SSLContext) -> ssl.SSLSocket:
@@ -105,6 +115,39 @@ def test_served_connections_read_through_the_small_buffer(
             assert (tls.max_size, len(tls._ssl_buffer)) == (TLS_READ_BUFFER, TLS_READ_BUFFER)
     finally:
         conn.close()
+
+
+def test_connections_accepted_for_workers_send_without_delay(
+    pki: tuple[TlsFiles, ssl.SSLContext],
+) -> None:
+    """`--workers 2` listens on uvicorn's `bind_socket()` (proto 0, so asyncio leaves Nagle on):
+    the loop still sets TCP_NODELAY, or each response's body waits for a delayed ACK."""
+    files, ctx = pki
+    listener = uvicorn.Config("webhook.app:create_app", host="127.0.0.1", port=0).bind_socket()
+    accepted: list[asyncio.BaseTransport] = []
+
+    class Recorder(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.append(transport)
+
+    async def serve_one() -> int:
+        server_context = build_context(files)[0]
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Recorder, sock=listener, ssl=server_context)
+        port = listener.getsockname()[1]
+        client = await asyncio.to_thread(_connect, port, ctx)
+        try:
+            while not accepted:  # the handshake is done client side; the server's callback next
+                await asyncio.sleep(0.01)
+            sock = accepted[0].get_extra_info("socket")
+            return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        finally:
+            client.close()
+            server.close()
+
+    with asyncio.Runner(loop_factory=ServingLoop) as runner:
+        assert listener.proto == 0
+        assert runner.run(asyncio.wait_for(serve_one(), 30)) == 1
 
 
 def test_a_slow_header_is_closed_while_others_are_served(
