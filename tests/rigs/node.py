@@ -54,8 +54,8 @@ RELEASE = "bond-injector"
 NAMESPACE = "bond-injector"
 KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 NODE_NAME = "bond-node"
-NODE_IP = "10.0.2.15"  # qemu user networking's guest address; restrict=on keeps it inside
-API_FROM_GUEST = "10.0.2.100"  # the host's apiserver as the guest reaches it (qemu guestfwd)
+NODE_IP = vm.GUEST_IP  # qemu user networking's guest address; restrict=on keeps it inside
+API_FROM_GUEST = vm.API_FROM_GUEST  # the host's apiserver as the guest reaches it (qemu guestfwd)
 GUEST_PROXY_PORT = 3128  # tinyproxy on the node: the apiserver's way in (egress selector)
 SEED_LABEL = "bond-containerd"  # the guest finds containerd's root disk by this label
 SEED_HEADROOM_MIB = 4096  # sparse: the containers' writable layers and logs
@@ -463,6 +463,9 @@ def install_chart(cluster: Cluster) -> None:
         "--set", "networks.legType=vf-standin",
         # The warm helper, least-privileged (off by default: see the README's Security section).
         "--set", "cniInstaller.helper.enabled=true",
+        # The bond health agent beside it (off by default), its first start as slow as the rest.
+        "--set", "cniInstaller.agent.enabled=true",
+        "--set", "cniInstaller.agent.startupSeconds=900",
         "--set-json", f"networks.bond.ipam={json.dumps(ipam)}",
     )  # fmt: skip
 
