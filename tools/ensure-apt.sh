@@ -12,6 +12,7 @@ pkgs=(
   binutils              # build.sh (PyInstaller's objdump) and tests/bundle's readelf scan
   gcc libc6-dev         # build.sh: the static C client of the CNI helper and its launcher
   iproute2 iputils-ping ethtool kmod
+  socat                 # make demo: qemu's guestfwd hands the VM's API connections to it
 )
 if (($#)); then pkgs=("$@"); fi
 missing=()

@@ -26,6 +26,8 @@ from webhook.profiles import ProfileStore
 
 # The API server sends at most a 3 MiB object; the review around it adds the old object too.
 DEFAULT_MAX_BODY = 7 * 1024 * 1024
+# Seconds a connection has to send a complete request header (webhook/headertimeout.py).
+DEFAULT_HEADER_TIMEOUT = 10.0
 
 
 class WebhookApp(Starlette):

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonpatch
 import yaml
 
-from webhook.app import DEFAULT_MAX_BODY, Settings
+from webhook.app import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY, Settings
 from webhook.mutation import mutate
 from webhook.nads import NadError, load_nad_file
 from webhook.profiles import ProfileError, parse_profiles
@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also serve /healthz, /readyz, /metrics over plain HTTP here (for probes with mTLS)",
     )
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection whose request header is not complete after this long"
+        f" (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
     serve.add_argument(
         "--insecure-http",
         action="store_true",
@@ -127,6 +135,7 @@ def _serve(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         workers=args.workers,
         health_port=args.health_port,
+        header_timeout=args.header_timeout,
     )
     try:
         return serve(options)

@@ -15,7 +15,8 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.supervisors import Multiprocess
 
-from webhook.app import Settings, create_app
+from webhook.app import DEFAULT_HEADER_TIMEOUT, Settings, create_app
+from webhook.headertimeout import HeaderTimeoutProtocol, set_header_timeout
 from webhook.nads import NadSource, load_nad_file
 from webhook.tls import CertificateReloader, TlsFiles
 
@@ -37,6 +38,9 @@ class ServeOptions:
     # Plain-HTTP port for /healthz, /readyz, /metrics: kubelet probes carry no client
     # certificate, so with a client CA they cannot use the TLS port.
     health_port: int | None = None
+    # A connection with no complete request header after this many seconds is closed
+    # (slowloris); a kept-alive connection between requests keeps uvicorn's keep-alive timeout.
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
 
 
 class WebhookConfig(uvicorn.Config):
@@ -45,6 +49,8 @@ class WebhookConfig(uvicorn.Config):
     `load()` runs in each worker process, so each has its own cache and reloader; the object is
     plain data until then, so uvicorn can hand it to spawned workers.
     """
+
+    header_timeout: float  # read by HeaderTimeoutProtocol for each connection
 
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
@@ -57,8 +63,11 @@ class WebhookConfig(uvicorn.Config):
             host=options.host,
             port=options.port,
             workers=options.workers,
-            http="httptools",
-            loop="uvloop",
+            http=HeaderTimeoutProtocol,
+            # asyncio's loop with a 32 KiB TLS buffer, not uvloop: uvloop accepts one connection
+            # per loop iteration, so new handshakes wait seconds behind a saturated worker
+            # (webhook/eventloop.py has the measurements).
+            loop="webhook.eventloop:ServingLoop",
             ws="none",
             lifespan="off",
             log_config=None,
@@ -68,6 +77,7 @@ class WebhookConfig(uvicorn.Config):
             timeout_graceful_shutdown=int(options.graceful_timeout),
             ssl_context_factory=self._ssl_context if options.tls is not None else None,
         )
+        set_header_timeout(self, options.header_timeout)
 
     def load(self) -> None:
         options = self.options
@@ -76,7 +86,9 @@ class WebhookConfig(uvicorn.Config):
         self.nad_source = self._nad_source()
         self.app = create_app(options.settings, self.nad_source, certificate=self.reloader)
         if options.health_port is not None:
-            self._health = _HealthServer(self.app, options.host, options.health_port)
+            self._health = _HealthServer(
+                self.app, options.host, options.health_port, options.header_timeout
+            )
         super().load()
 
     def configure_logging(self) -> None:
@@ -135,11 +147,13 @@ class _HealthOnly:
 
 
 class _HealthServer:
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, header_timeout: float) -> None:
         config = uvicorn.Config(
             _HealthOnly(app), host=host, port=port, lifespan="off", log_config=None,
-            access_log=False, server_header=False, http="httptools", ws="none",
+            access_log=False, server_header=False, http=HeaderTimeoutProtocol, ws="none",
+            loop="asyncio",  # plain HTTP, a few probes a minute: no uvloop to load
         )  # fmt: skip
+        set_header_timeout(config, header_timeout)
         self.server = uvicorn.Server(config)
         # Not the main thread: uvicorn installs no signal handlers here; stop() ends it.
         self._thread = threading.Thread(target=self.server.run, name="health", daemon=True)

@@ -40,6 +40,16 @@ def test_the_agent_runs_the_installed_bundle_with_sys_admin_only() -> None:
     assert mounts["agent-token"]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
+def test_a_slow_first_start_of_the_agent_is_waited_for_not_killed() -> None:
+    """Its liveness probe starts only once the startup probe passed: within startupSeconds."""
+    for sets, threshold in [((), 30), (("cniInstaller.agent.startupSeconds=900",), 450)]:
+        agent = _container(_pod(*sets), "agent")
+        startup = agent["startupProbe"]
+        assert startup["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        assert startup["periodSeconds"] * startup["failureThreshold"] == threshold * 2
+        assert "initialDelaySeconds" not in agent["livenessProbe"]
+
+
 def test_only_the_agent_gets_an_api_token() -> None:
     spec = _pod()
     assert spec["automountServiceAccountToken"] is False

@@ -246,6 +246,16 @@ def test_webhook_deployment_is_hardened(default: list[Rendered]) -> None:
     assert "checksum/profiles" in spec["template"]["metadata"]["annotations"]
 
 
+def test_the_header_timeout_reaches_serve(default: list[Rendered]) -> None:
+    """Slow clients are closed after 10 s by default; the value sets `serve --header-timeout`."""
+    (container,) = one(default, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--header-timeout=10" in container["args"]
+    (changed,) = one(render(sets=("webhook.headerTimeoutSeconds=3",)), "Deployment")["spec"][
+        "template"
+    ]["spec"]["containers"]
+    assert "--header-timeout=3" in changed["args"]
+
+
 def test_one_replica_gets_a_budget_a_drain_can_meet() -> None:
     """minAvailable: 1 over one pod would block every node drain for good."""
     objects = render(CHART / "ci" / "networkpolicy-values.yaml")
@@ -653,6 +663,7 @@ def test_extra_profiles_sit_beside_the_default() -> None:
         (("cniInstaller.helper.extraHostPaths.x.path=relative",), "extraHostPaths/x/path"),
         (("webhook.networkPolicy.apiserverCIDRs={10.0.0.1}",), "apiserverCIDRs/0"),
         (("webhook.priorityClass.value=2000000000",), "/webhook/priorityClass/value"),
+        (("webhook.headerTimeoutSeconds=0",), "at '/webhook/headerTimeoutSeconds'"),
     ],
 )
 def test_the_schema_refuses_with_a_clear_error(sets: tuple[str, ...], message: str) -> None:

@@ -172,6 +172,55 @@ def test_ping_goes_on_while_the_active_legs_switch_port_is_down(
     assert not re.search(r"seq=(5[5-9]) .*timeout", output[0])
 
 
+def _bond_healthy(bonded: BondedNode, namespace: str, pod: str) -> dict[str, Any] | None:
+    listed = bonded.cluster.kubectl("-n", namespace, "get", "pod", pod, "-o", "json").stdout
+    got = json.loads(listed)
+    for condition in got["status"].get("conditions", []):
+        if condition["type"] == "bond-injector.io/BondHealthy":
+            return dict(condition)
+    return None
+
+
+def _agent_events(bonded: BondedNode, namespace: str, pod: str) -> list[str]:
+    listed = bonded.cluster.kubectl(
+        "-n", namespace, "get", "events", "-o", "json",
+        "--field-selector", f"involvedObject.name={pod},source=bond-injector-agent",
+    ).stdout  # fmt: skip
+    return [e["reason"] for e in json.loads(listed)["items"]]
+
+
+def test_the_agent_on_the_node_tells_the_pod_its_bond_lost_a_leg(
+    bonded: BondedNode, namespace: str
+) -> None:
+    """The chart's agent, beside the helper: BondHealthy True, False with a leg's switch port
+    down (with Events naming it), True again when it comes back."""
+    cluster = bonded.cluster
+    cluster.kubectl("-n", namespace, "apply", "-f", str(SEED_POD))
+    wait_for_phase(cluster, namespace, "test-pod", "Running", START)
+
+    def status() -> str | None:
+        found = _bond_healthy(bonded, namespace, "test-pod")
+        return None if found is None else str(found["status"])
+
+    poll(lambda: status() == "True", timeout=300, what="BondHealthy=True from the agent")
+    leg = _exec(bonded, namespace, "test-pod", "cat", "/sys/class/net/net2/ifalias").strip()
+    port = re.sub(r"-vf(\d+)$", r"-p\1", leg)
+    try:
+        bonded.shell.run(f"ip netns exec fabric ip link set {port} down")
+        poll(lambda: status() == "False", timeout=120, what="BondHealthy=False, a leg down")
+        condition = _bond_healthy(bonded, namespace, "test-pod")
+        assert condition is not None and "net2" in condition["message"], condition
+        assert "BondDegraded" in _agent_events(bonded, namespace, "test-pod")
+    finally:
+        bonded.shell.run(f"ip netns exec fabric ip link set {port} up", check=False)
+    poll(lambda: status() == "True", timeout=120, what="BondHealthy=True, the leg back")
+    poll(
+        lambda: "BondRecovered" in _agent_events(bonded, namespace, "test-pod"),
+        timeout=60,
+        what="the BondRecovered Event",
+    )
+
+
 def _kubectl_argv(bonded: BondedNode) -> list[str]:
     return [str(bonded.cluster.binaries["kubectl"]), "--kubeconfig", str(bonded.cluster.kubeconfig)]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import ipaddress
 import os
 import signal
 import ssl
@@ -28,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from cryptography import x509
 
 from tests.poll import poll
+from tests.rigs import vm
 from tests.rigs.cluster import COMPONENTS, DEFAULT_DIR, REPO, Cluster
 from tests.rigs.cluster_procs import ClusterError, free_port, pid_alive
 
@@ -189,13 +192,18 @@ def _webhook_pid(dev_dir: Path) -> int | None:
 
 def up(cluster_dir: Path, dev_dir: Path, port: int) -> int:
     state = cluster_dir / "processes.json"
-    if state.exists() and set(Cluster.from_state(cluster_dir).pids) == set(COMPONENTS):
+    if (
+        state.exists()
+        and set(Cluster.from_state(cluster_dir).pids) == set(COMPONENTS)
+        and _serves_guests(cluster_dir)
+    ):
         cluster = Cluster.from_state(cluster_dir)
         print(f"cluster already up: {cluster.server}")
     else:
         if state.exists():
             Cluster.from_state(cluster_dir).stop()
-        cluster = Cluster(cluster_dir)
+        # The demo's VM reaches the apiserver at vm.API_FROM_GUEST (its bond health agent).
+        cluster = Cluster(cluster_dir, extra_ips=(vm.API_FROM_GUEST,))
         cluster.start()
         print(f"cluster up: {cluster.server}")
     dev_dir.mkdir(parents=True, exist_ok=True)
@@ -221,6 +229,13 @@ def up(cluster_dir: Path, dev_dir: Path, port: int) -> int:
         "  make dev-down                             # stop it all"
     )
     return 0
+
+
+def _serves_guests(cluster_dir: Path) -> bool:
+    """Whether the running apiserver's certificate names the address VMs reach it at."""
+    cert = x509.load_pem_x509_certificate((cluster_dir / "pki" / "apiserver.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return ipaddress.ip_address(vm.API_FROM_GUEST) in names.get_values_for_type(x509.IPAddress)
 
 
 def down(cluster_dir: Path, dev_dir: Path) -> int:

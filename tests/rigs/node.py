@@ -54,8 +54,8 @@ RELEASE = "bond-injector"
 NAMESPACE = "bond-injector"
 KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 NODE_NAME = "bond-node"
-NODE_IP = "10.0.2.15"  # qemu user networking's guest address; restrict=on keeps it inside
-API_FROM_GUEST = "10.0.2.100"  # the host's apiserver as the guest reaches it (qemu guestfwd)
+NODE_IP = vm.GUEST_IP  # qemu user networking's guest address; restrict=on keeps it inside
+API_FROM_GUEST = vm.API_FROM_GUEST  # the host's apiserver as the guest reaches it (qemu guestfwd)
 GUEST_PROXY_PORT = 3128  # tinyproxy on the node: the apiserver's way in (egress selector)
 SEED_LABEL = "bond-containerd"  # the guest finds containerd's root disk by this label
 SEED_HEADROOM_MIB = 4096  # sparse: the containers' writable layers and logs
@@ -463,6 +463,9 @@ def install_chart(cluster: Cluster) -> None:
         "--set", "networks.legType=vf-standin",
         # The warm helper, least-privileged (off by default: see the README's Security section).
         "--set", "cniInstaller.helper.enabled=true",
+        # The bond health agent beside it (off by default), its first start as slow as the rest.
+        "--set", "cniInstaller.agent.enabled=true",
+        "--set", "cniInstaller.agent.startupSeconds=900",
         "--set-json", f"networks.bond.ipam={json.dumps(ipam)}",
     )  # fmt: skip
 
@@ -472,6 +475,10 @@ class Node:
 
     def __init__(self, state: Path = STATE_DIR) -> None:
         self.state = state
+        # What this process started (the VM, socat, the control plane), kept so that `down`
+        # reaps them; `down` in another process finds them by their pid files.
+        self._children: list[subprocess.Popen[bytes]] = []
+        self._control_plane: Cluster | None = None
 
     @property
     def pid_file(self) -> Path:
@@ -506,6 +513,7 @@ class Node:
             extra_clients=_NODE_CLIENTS,
             extra_args={"kube-apiserver": apiserver_args(self.state)},
         )
+        self._control_plane = control_plane
         try:
             self._spawn_egress(proxy_port)
             control_plane.start()
@@ -537,6 +545,7 @@ class Node:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._children.append(proc)
         (self.state / "egress-socat.pid").write_text(str(proc.pid))
         poll(socket.exists, 10, f"socat's {socket}", interval=0.05, error=ClusterError)
 
@@ -558,17 +567,18 @@ class Node:
                 f"-drive file={seed},if=virtio,format=raw,snapshot=on"
             ),
         )
-        log = (self.state / "vm.log").open("ab")
         # qemu reopens /proc/self/fd/1: a pipe to cat, not a file (see vm._run).
-        proc = subprocess.Popen(
-            ["sh", "-c", 'exec "$@" 2>&1 | cat', "sh", *argv],
-            cwd=REPO,
-            env={**os.environ, "PATH": path},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.state / "vm.log").open("ab") as log:
+            proc = subprocess.Popen(
+                ["sh", "-c", 'exec "$@" 2>&1 | cat', "sh", *argv],
+                cwd=REPO,
+                env={**os.environ, "PATH": path},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._children.append(proc)
         self.pid_file.write_text(str(proc.pid))
 
     def _wait_ready(self, control_plane: Cluster, deadline: float) -> None:
@@ -613,13 +623,19 @@ class Node:
             except ClusterError:
                 os.killpg(pid, signal.SIGKILL)
                 poll(lambda: not pid_alive(pid), 30, "the node VM to die", error=ClusterError)
-        if Cluster.recorded(self.control_plane_dir):
+        if self._control_plane is not None:
+            self._control_plane.stop(remove_state=False)
+            self._control_plane = None
+        elif Cluster.recorded(self.control_plane_dir):
             Cluster.from_state(self.control_plane_dir).stop(remove_state=False)
         with contextlib.suppress(OSError, ValueError):
             socat = int((self.state / "egress-socat.pid").read_text())
             if pid_alive(socat):
                 os.killpg(socat, signal.SIGTERM)
                 poll(lambda: not pid_alive(socat), 10, "socat to stop", error=ClusterError)
+        for child in self._children:  # stopped above; reap them
+            child.wait(timeout=30)
+        self._children.clear()
         # The logs outlive the node (a failed start is read afterwards); the rest goes.
         logs = self.state / "logs"
         for log in self.control_plane_dir.glob("*.log"):

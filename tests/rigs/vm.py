@@ -6,6 +6,7 @@ sees the host's files read-only over 9p, except `rwdir`, which it can write.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -21,6 +22,10 @@ from typing import IO
 
 DEFAULT_MEMORY = "2G"
 DEFAULT_CPUS = 2
+# qemu's user network, as the guest sees it: its own address, and the address at which `guestfwd`
+# hands the guest's connections to a command on the host (a socat to the host's kube-apiserver).
+GUEST_IP = "10.0.2.15"
+API_FROM_GUEST = "10.0.2.100"
 _VERSION_PART = re.compile(r"(\d+)")
 
 
@@ -115,6 +120,7 @@ def run_in_vm(
     memory: str = DEFAULT_MEMORY,
     cpus: int = DEFAULT_CPUS,
     kernel: Kernel | None = None,
+    qemu_opts: str | None = None,
 ) -> VmRun:
     """Boot one VM, run `command` with sh in `rwdir` as root, return its exit code and output.
 
@@ -122,7 +128,13 @@ def run_in_vm(
     """
     path = tool_path()
     argv = vng_command(
-        kernel or find_kernel(), command, rwdir=rwdir, memory=memory, cpus=cpus, path=path
+        kernel or find_kernel(),
+        command,
+        rwdir=rwdir,
+        memory=memory,
+        cpus=cpus,
+        path=path,
+        qemu_opts=qemu_opts,
     )
     return _run(argv, env={**os.environ, "PATH": path}, cwd=rwdir, timeout=timeout, log=log)
 
@@ -187,10 +199,37 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def api_forward(api_port: int, script: Path) -> str:
+    """qemu options for a user network on which the guest reaches the host's 127.0.0.1:`api_port`
+    (a kube-apiserver) at API_FROM_GUEST:`api_port`, and nothing else (`restrict=on`).
+
+    qemu runs `script` once per connection, its stdio being the connection (a chardev would serve
+    one connection at a time); the script, written here, is a socat to the port. The guest brings
+    up its NIC itself: `ip addr add GUEST_IP/24 dev <nic>`.
+    """
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(f"#!/bin/sh\nexec socat - TCP:127.0.0.1:{api_port}\n")
+    script.chmod(0o755)
+    return (
+        f"-netdev user,id=api0,restrict=on,"
+        f"guestfwd=tcp:{API_FROM_GUEST}:{api_port}-cmd:{script} "
+        "-device virtio-net-pci,netdev=api0"
+    )
+
+
 def main() -> int:
-    """`python -m tests.rigs.vm 'CMD'`: run CMD as root in the VM, in the current directory."""
-    command = " ".join(sys.argv[1:]) or "uname -r; modprobe bonding && echo bonding loaded"
-    run = run_in_vm(command, rwdir=Path.cwd(), timeout=900)
+    """`python -m tests.rigs.vm [--api-port N] 'CMD'`: run CMD as root in the VM, in the current
+    directory; with --api-port the guest reaches the host's 127.0.0.1:N at API_FROM_GUEST:N."""
+    parser = argparse.ArgumentParser(prog="python -m tests.rigs.vm", description=main.__doc__)
+    parser.add_argument("--api-port", type=int, help="forward API_FROM_GUEST:PORT to the host")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds (default 900)")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    command = " ".join(args.command) or "uname -r; modprobe bonding && echo bonding loaded"
+    opts = None
+    if args.api_port:
+        opts = api_forward(args.api_port, Path.cwd() / ".cache" / "kernel-rig" / "apiserver-fwd")
+    run = run_in_vm(command, rwdir=Path.cwd(), timeout=args.timeout, qemu_opts=opts)
     sys.stdout.write(run.output)
     sys.stderr.write(f"vm: exit {run.returncode} after {run.seconds:.1f} s\n")
     return run.returncode

@@ -1,0 +1,205 @@
+"""The serving layer over real TLS: the event loop's TLS buffer and the request-header deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import jsonpatch
+import pytest
+import uvicorn
+
+from tests.poll import poll
+from tests.webhook.builders import EXAMPLES, expected, pod, vfs
+from tests.webhook.live import Live, client_context, request, running
+from tests.webhook.pki import CA, secret_volume_swap
+from tests.webhook.reviews import decoded_patch, review
+from tests.webhook.test_app import OURS
+from webhook.app import Settings
+from webhook.eventloop import TLS_READ_BUFFER, ServingLoop
+from webhook.headertimeout import HeaderTimeoutProtocol
+from webhook.server import ServeOptions, WebhookConfig
+from webhook.tls import TlsFiles, build_context
+
+HEADER_TIMEOUT = 0.5  # seconds: short, so the slow clients below are closed soon
+JSON = {"Content-Type": "application/json"}
+PARTIAL_HEADER = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n"
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> tuple[TlsFiles, ssl.SSLContext]:
+    """A serving pair, and a client context that trusts its CA."""
+    ca = CA("webhook-ca")
+    mount = tmp_path / "tls"
+    mount.mkdir()
+    secret_volume_swap(mount, ca.issue("bond-injector.webhook.svc"), 1)
+    files = TlsFiles(mount / "tls.crt", mount / "tls.key")
+    return files, client_context(ca.write(tmp_path / "ca.crt"))
+
+
+@pytest.fixture
+def served(pki: tuple[TlsFiles, ssl.SSLContext]) -> Iterator[tuple[Live, ssl.SSLContext]]:
+    files, ctx = pki
+    options = ServeOptions(
+        settings=Settings(profiles=EXAMPLES / "profiles.yaml"),
+        tls=files,
+        nads_file=EXAMPLES / "nads.yaml",
+        header_timeout=HEADER_TIMEOUT,
+    )
+    with running(options) as live:
+        yield live, ctx
+
+
+def _connect(port: int, ctx: ssl.SSLContext) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def _closed_by_server(sock: ssl.SSLSocket) -> bool:
+    """True once the server has closed the connection (a trickled byte keeps it honest)."""
+    try:
+        sock.sendall(b"X")
+        sock.settimeout(0.05)
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:  # reset, broken pipe, or TLS EOF without close_notify: closed all the same
+        return True
+
+
+def _served(live: Live, ctx: ssl.SSLContext) -> bool:
+    p = pod()
+    status, body = request(live.port, ctx, "POST", "/mutate", review(p))
+    assert status == 200
+    assert jsonpatch.apply_patch(p, decoded_patch(json.loads(body)["response"])) == expected(
+        p, OURS, vfs()
+    )
+    return True
+
+
+def test_a_review_of_a_mebibyte_arrives_whole(served: tuple[Live, ssl.SSLContext]) -> None:
+    """Far more than one TLS record and one read buffer: the handler still gets every byte."""
+    live, ctx = served
+    p = pod()
+    p["spec"]["containers"][0]["env"] = [
+        {"name": f"VAR_{i}", "value": f"{i:04d}" + "x" * 500} for i in range(2000)
+    ]
+    body = json.dumps(review(p)).encode()
+    assert len(body) > 1024 * 1024 > 30 * TLS_READ_BUFFER
+    status, answer = request(live.port, ctx, "POST", "/mutate", body)
+    assert status == 200
+    response = json.loads(answer)["response"]
+    assert jsonpatch.apply_patch(p, decoded_patch(response)) == expected(p, OURS, vfs())
+
+
+def test_served_connections_read_through_the_small_buffer(
+    served: tuple[Live, ssl.SSLContext],
+) -> None:
+    """The loop's 32 KiB TLS buffer is what a served connection really got (not asyncio's 256)."""
+    live, ctx = served
+    conn = http.client.HTTPSConnection("localhost", live.port, context=ctx, timeout=10)
+    try:
+        conn.request("POST", "/mutate", json.dumps(review(pod())).encode(), JSON)
+        assert conn.getresponse().status == 200
+        connections = list(live.server.server_state.connections)
+        assert connections
+        for protocol in connections:
+            tls = protocol.transport._ssl_protocol  # type: ignore[attr-defined]
+            assert (tls.max_size, len(tls._ssl_buffer)) == (TLS_READ_BUFFER, TLS_READ_BUFFER)
+    finally:
+        conn.close()
+
+
+def test_connections_accepted_for_workers_send_without_delay(
+    pki: tuple[TlsFiles, ssl.SSLContext],
+) -> None:
+    """`--workers 2` listens on uvicorn's `bind_socket()` (proto 0, so asyncio leaves Nagle on):
+    the loop still sets TCP_NODELAY, or each response's body waits for a delayed ACK."""
+    files, ctx = pki
+    listener = uvicorn.Config("webhook.app:create_app", host="127.0.0.1", port=0).bind_socket()
+    accepted: list[asyncio.BaseTransport] = []
+
+    class Recorder(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.append(transport)
+
+    async def serve_one() -> int:
+        server_context = build_context(files)[0]
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Recorder, sock=listener, ssl=server_context)
+        port = listener.getsockname()[1]
+        client = await asyncio.to_thread(_connect, port, ctx)
+        try:
+            while not accepted:  # the handshake is done client side; the server's callback next
+                await asyncio.sleep(0.01)
+            sock = accepted[0].get_extra_info("socket")
+            return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        finally:
+            client.close()
+            server.close()
+
+    with asyncio.Runner(loop_factory=ServingLoop) as runner:
+        assert listener.proto == 0
+        assert runner.run(asyncio.wait_for(serve_one(), 30)) == 1
+
+
+def test_a_slow_header_is_closed_while_others_are_served(
+    served: tuple[Live, ssl.SSLContext],
+) -> None:
+    live, ctx = served
+    slow = _connect(live.port, ctx)
+    silent = _connect(live.port, ctx)  # handshakes, then sends nothing at all
+    try:
+        slow.sendall(PARTIAL_HEADER)
+        # Each look trickles one more byte of header and has a normal client served meanwhile.
+        poll(
+            lambda: _served(live, ctx) and _closed_by_server(slow),
+            timeout=30,
+            what="the server to close the client that trickles its header",
+        )
+        poll(lambda: _closed_by_server(silent), timeout=30, what="the silent client closed")
+    finally:
+        slow.close()
+        silent.close()
+
+
+def test_the_deadline_covers_each_request_on_a_kept_alive_connection(
+    served: tuple[Live, ssl.SSLContext],
+) -> None:
+    live, ctx = served
+    conn = http.client.HTTPSConnection("localhost", live.port, context=ctx, timeout=10)
+    try:
+        body = json.dumps(review(pod())).encode()
+        conn.request("POST", "/mutate", body, JSON)
+        first = conn.getresponse()
+        assert (first.status, bool(first.read())) == (200, True)
+        # Idle between requests longer than the header deadline: keep-alive's (5 s) governs.
+        time.sleep(HEADER_TIMEOUT * 2)
+        conn.request("POST", "/mutate", body, JSON)
+        answer = conn.getresponse()
+        assert (answer.status, json.loads(answer.read())["response"]["allowed"]) == (200, True)
+        # The next request's header trickles: the same connection is closed.
+        assert isinstance(conn.sock, ssl.SSLSocket)
+        conn.sock.sendall(PARTIAL_HEADER)
+        sock = conn.sock
+        poll(lambda: _closed_by_server(sock), timeout=30, what="the kept-alive slow header closed")
+    finally:
+        conn.close()
+
+
+def test_the_option_reaches_uvicorn() -> None:
+    options = ServeOptions(
+        settings=Settings(profiles=EXAMPLES / "profiles.yaml"), nads_file=EXAMPLES / "nads.yaml"
+    )
+    config = WebhookConfig(replace(options, header_timeout=7.5))
+    assert (config.http, config.header_timeout) == (HeaderTimeoutProtocol, 7.5)
+    assert config.loop == "webhook.eventloop:ServingLoop"
+    with pytest.raises(ValueError, match="request-header timeout must be positive, got 0 s"):
+        WebhookConfig(replace(options, header_timeout=0))

@@ -1,0 +1,87 @@
+"""A deadline for each request header: a connection that has not sent one in time is closed.
+
+uvicorn (0.54) has no such setting: its only connection timer is the keep-alive one, armed after
+a response and cancelled by any byte received, so a client that connects and then trickles a
+header one byte at a time (slowloris) keeps its connection, a file descriptor and its buffers for
+as long as it likes (the soak's 32 slow clients were never closed). This is uvicorn's httptools
+protocol with one timer more:
+
+- armed when the connection is made (after the TLS handshake, which the event loop bounds with
+  its own 60 s handshake timeout) and when the first bytes of a further request arrive on a
+  kept-alive connection;
+- stopped when the header is complete (`on_headers_complete`): the body, the application and the
+  keep-alive wait between requests are not limited by it (keep-alive keeps uvicorn's timeout);
+- on expiry the connection is closed, without an answer (there is no request to answer yet).
+
+The deadline is `config.header_timeout` (`set_header_timeout`), read per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from webhook.app import DEFAULT_HEADER_TIMEOUT
+
+log = logging.getLogger(__name__)
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing connections whose request header is late."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.header_timeout: float = getattr(config, "header_timeout", DEFAULT_HEADER_TIMEOUT)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        # The first bytes of a further request on a kept-alive connection start its deadline;
+        # bytes of a body, or of a request already being answered, do not.
+        if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm_header_timer()
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_late)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_late(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            log.debug("closing %s: no request header in %g s", self.client, self.header_timeout)
+            self.transport.close()
+
+
+def set_header_timeout(config: uvicorn.Config, seconds: float) -> None:
+    """Give uvicorn's config the deadline this protocol reads (a plain attribute: the config is
+    pickled to spawned workers, so no class is made per value)."""
+    if seconds <= 0:
+        raise ValueError(f"the request-header timeout must be positive, got {seconds:g} s")
+    config.header_timeout = seconds  # type: ignore[attr-defined]
