@@ -21,8 +21,8 @@ The webhook's memory target is 1.5x the injector's 37 MiB, about 55 MiB per work
 kubernetes client a worker took 73 MiB, and lightkube's 10.8 MiB would still leave it near
 65 MiB. The API surface bond-injector needs is small (one CRD's list and watch, Secrets, one
 webhook configuration, the doctor's reads), so it is written here; tests in
-tests/webhook/test_kubeapi_cluster.py hold it to a real kube-apiserver, and the tests keep
-the kubernetes package as an independent client.
+tests/webhook/test_kubeapi_cluster.py hold it to a real kube-apiserver, with kubectl as the
+independent client.
 """
 
 from __future__ import annotations
