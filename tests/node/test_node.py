@@ -210,7 +210,11 @@ def test_the_agent_on_the_node_tells_the_pod_its_bond_lost_a_leg(
         poll(lambda: status() == "False", timeout=120, what="BondHealthy=False, a leg down")
         condition = _bond_healthy(bonded, namespace, "test-pod")
         assert condition is not None and "net2" in condition["message"], condition
-        assert "BondDegraded" in _agent_events(bonded, namespace, "test-pod")
+        poll(  # the agent patches the condition first, then creates the Events
+            lambda: "BondDegraded" in _agent_events(bonded, namespace, "test-pod"),
+            timeout=60,
+            what="the BondDegraded Event",
+        )
     finally:
         bonded.shell.run(f"ip netns exec fabric ip link set {port} up", check=False)
     poll(lambda: status() == "True", timeout=120, what="BondHealthy=True, the leg back")
