@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,11 +21,16 @@ from webhook.endpoint import MutateEndpoint
 from webhook.metrics import Metrics
 from webhook.nads import NadSource
 from webhook.profiles import ProfileStore
+from webhook.settings import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY, Settings
 
-# The API server sends at most a 3 MiB object; the review around it adds the old object too.
-DEFAULT_MAX_BODY = 7 * 1024 * 1024
-# Seconds a connection has to send a complete request header (webhook/headertimeout.py).
-DEFAULT_HEADER_TIMEOUT = 10.0
+__all__ = [
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_BODY",
+    "CertificateState",
+    "Settings",
+    "WebhookApp",
+    "create_app",
+]
 
 
 class WebhookApp(Starlette):
@@ -40,12 +43,6 @@ class WebhookApp(Starlette):
             await self.mutate_endpoint(scope, receive, send)  # never raises for bad input
             return
         await super().__call__(scope, receive, send)
-
-
-@dataclass(frozen=True)
-class Settings:
-    profiles: Path
-    max_body_bytes: int = DEFAULT_MAX_BODY
 
 
 class CertificateState(Protocol):

@@ -9,13 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import jsonpatch
-import yaml
-
-from webhook.app import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY, Settings
-from webhook.mutation import mutate
-from webhook.nads import NadError, load_nad_file
-from webhook.profiles import ProfileError, parse_profiles
+# Only what every command needs: `serve --workers N` runs its supervisor from here, and the app's
+# modules belong to its workers (webhook/server.py). Each command imports the rest itself.
+from webhook.settings import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY, Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,7 +135,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         return serve(options)
-    except (TlsError, ProfileError, NadError, ValueError) as exc:
+    except (TlsError, ValueError) as exc:  # ValueError: a ProfileError or NadError too
         print(f"bond-injector serve: {exc}", file=sys.stderr)
         return 2
 
@@ -184,6 +180,13 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
+    import jsonpatch  # noqa: PLC0415
+    import yaml  # noqa: PLC0415
+
+    from webhook.mutation import mutate  # noqa: PLC0415
+    from webhook.nads import NadError, load_nad_file  # noqa: PLC0415
+    from webhook.profiles import ProfileError, parse_profiles  # noqa: PLC0415
+
     try:
         pod = yaml.safe_load(args.pod.read_text(encoding="utf-8"))
         profiles = parse_profiles(args.profiles.read_text(encoding="utf-8"), str(args.profiles))

@@ -13,7 +13,7 @@ protocol with one timer more:
   keep-alive wait between requests are not limited by it (keep-alive keeps uvicorn's timeout);
 - on expiry the connection is closed, without an answer (there is no request to answer yet).
 
-The deadline is `config.header_timeout` (`set_header_timeout`), read per connection.
+The deadline is `config.header_timeout` (`webhook.server.set_header_timeout`), read per connection.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from webhook.app import DEFAULT_HEADER_TIMEOUT
+from webhook.settings import DEFAULT_HEADER_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,3 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             log.debug("closing %s: no request header in %g s", self.client, self.header_timeout)
             self.transport.close()
-
-
-def set_header_timeout(config: uvicorn.Config, seconds: float) -> None:
-    """Give uvicorn's config the deadline this protocol reads (a plain attribute: the config is
-    pickled to spawned workers, so no class is made per value)."""
-    if seconds <= 0:
-        raise ValueError(f"the request-header timeout must be positive, got {seconds:g} s")
-    config.header_timeout = seconds  # type: ignore[attr-defined]

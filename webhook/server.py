@@ -1,4 +1,11 @@
-"""Serving: uvicorn over TLS with certificate reload, the NAD source, graceful SIGTERM."""
+"""Serving: uvicorn over TLS with certificate reload, the NAD source, graceful SIGTERM.
+
+With `--workers N` this process only supervises: it binds the socket and starts, watches and
+restarts N spawned workers, each of which loads the app in `WebhookConfig.load()`. So the app's
+modules (starlette, prometheus_client, cryptography, PyYAML, the NAD cache) are imported there
+and not here: the supervisor stays at the interpreter plus uvicorn (~26 MiB, not ~44 MiB).
+tests/webhook/test_cli.py checks which modules the supervisor holds.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +17,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.supervisors import Multiprocess
 
-from webhook.app import DEFAULT_HEADER_TIMEOUT, Settings, create_app
-from webhook.headertimeout import HeaderTimeoutProtocol, set_header_timeout
-from webhook.nads import NadSource, load_nad_file
-from webhook.tls import CertificateReloader, TlsFiles
+from webhook.settings import DEFAULT_HEADER_TIMEOUT, Settings
+from webhook.tls import CertificateReloader, TlsFiles, check_pair
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from webhook.nads import NadSource
+
+# By name, so that the supervisor need not import it (uvicorn imports it in each worker).
+HEADER_TIMEOUT_PROTOCOL = "webhook.headertimeout:HeaderTimeoutProtocol"
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +76,7 @@ class WebhookConfig(uvicorn.Config):
             host=options.host,
             port=options.port,
             workers=options.workers,
-            http=HeaderTimeoutProtocol,
+            http=HEADER_TIMEOUT_PROTOCOL,
             # asyncio's loop with a 32 KiB TLS buffer, not uvloop: uvloop accepts one connection
             # per loop iteration, so new handshakes wait seconds behind a saturated worker
             # (webhook/eventloop.py has the measurements).
@@ -80,6 +93,8 @@ class WebhookConfig(uvicorn.Config):
         set_header_timeout(self, options.header_timeout)
 
     def load(self) -> None:
+        from webhook.app import create_app  # noqa: PLC0415 - in the worker only
+
         options = self.options
         if options.tls is not None:
             self.reloader = CertificateReloader(options.tls, options.cert_check_interval)
@@ -110,6 +125,8 @@ class WebhookConfig(uvicorn.Config):
     def _nad_source(self) -> NadSource:
         options = self.options
         if options.nads_file is not None:
+            from webhook.nads import load_nad_file  # noqa: PLC0415 - in the worker only
+
             return load_nad_file(options.nads_file)
         # Only serving from the API server needs its client.
         from webhook.kubeapi import connect  # noqa: PLC0415
@@ -150,7 +167,7 @@ class _HealthServer:
     def __init__(self, app: ASGIApp, host: str, port: int, header_timeout: float) -> None:
         config = uvicorn.Config(
             _HealthOnly(app), host=host, port=port, lifespan="off", log_config=None,
-            access_log=False, server_header=False, http=HeaderTimeoutProtocol, ws="none",
+            access_log=False, server_header=False, http=HEADER_TIMEOUT_PROTOCOL, ws="none",
             loop="asyncio",  # plain HTTP, a few probes a minute: no uvloop to load
         )  # fmt: skip
         set_header_timeout(config, header_timeout)
@@ -164,6 +181,14 @@ class _HealthServer:
         self._thread.join(5)
 
 
+def set_header_timeout(config: uvicorn.Config, seconds: float) -> None:
+    """Give uvicorn's config the deadline webhook.headertimeout reads (a plain attribute: the
+    config is pickled to spawned workers, so no class is made per value)."""
+    if seconds <= 0:
+        raise ValueError(f"the request-header timeout must be positive, got {seconds:g} s")
+    config.header_timeout = seconds  # type: ignore[attr-defined]
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Plain messages on stderr: admission lines are JSON already."""
     root = logging.getLogger()
@@ -175,8 +200,11 @@ def serve(options: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT; in-flight requests finish before exit."""
     if options.health_port is not None and options.workers > 1:
         raise ValueError("--health-port needs --workers 1 (each worker would bind it)")
-    if options.tls is not None:
-        CertificateReloader(options.tls)  # fail fast, before any worker starts
+    if options.tls is not None:  # fail fast, before any worker starts
+        if options.workers > 1:
+            check_pair(options.tls)  # the same checks, without the certificate's notAfter
+        else:
+            CertificateReloader(options.tls)
     config = WebhookConfig(options)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal after draining; exit 0 then, not "killed by SIGTERM" (143).

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-
 log = logging.getLogger(__name__)
 
 Signature = tuple[tuple[int, int, int, int], ...]
@@ -44,6 +42,20 @@ class TlsFiles:
 
 def build_context(files: TlsFiles) -> tuple[ssl.SSLContext, float]:
     """A server context for the pair (and client CA), and the certificate's notAfter."""
+    # Only the workers read notAfter: cryptography costs ~8 MiB that `serve --workers N`'s
+    # supervisor, which checks the pair with check_pair(), does not pay.
+    from cryptography import x509  # noqa: PLC0415
+
+    ctx = check_pair(files)
+    try:
+        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TlsError(f"cannot use {files.cert} with {files.key}: {exc}") from None
+    return ctx, cert.not_valid_after_utc.timestamp()
+
+
+def check_pair(files: TlsFiles) -> ssl.SSLContext:
+    """A server context for the pair (and client CA), with the standard library's ssl alone."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
@@ -52,10 +64,9 @@ def build_context(files: TlsFiles) -> tuple[ssl.SSLContext, float]:
         if files.client_ca is not None:
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(cafile=str(files.client_ca))
-        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise TlsError(f"cannot use {files.cert} with {files.key}: {exc}") from None
-    return ctx, cert.not_valid_after_utc.timestamp()
+    return ctx
 
 
 class CertificateReloader:

@@ -186,3 +186,55 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# What only the workers need: the app and its framework, the TLS layer's x509 parser, the NAD
+# sources and YAML, the HTTP protocol. The supervisor of `--workers N` binds, spawns and watches.
+SERVING_MODULES = (
+    "webhook.app", "webhook.endpoint", "webhook.mutation", "webhook.nads", "webhook.nadcache",
+    "webhook.kubeapi", "webhook.headertimeout", "webhook.eventloop", "starlette",
+    "prometheus_client", "cryptography", "yaml", "jsonpatch", "orjson", "httptools",
+)  # fmt: skip
+
+
+def test_two_workers_supervisor_does_not_import_the_app(tmp_path: Path) -> None:
+    """The supervisor's own modules, written at its exit (atexit: spawned workers do not inherit
+    it), while its two workers served an admission."""
+    args, ctx, port = _serve(tmp_path, "--workers", "2")
+    modules = tmp_path / "supervisor-modules.json"
+    dump = (
+        "import atexit, json, pathlib, runpy, sys\n"
+        f"out = pathlib.Path({str(modules)!r})\n"
+        "atexit.register(lambda: out.write_text(json.dumps(sorted(sys.modules))))\n"
+        f"sys.argv = ['bond-injector', *{args[3:]!r}]\n"
+        "runpy.run_module('webhook', run_name='__main__')\n"
+    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", dump], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        poll(lambda: log.read_text().count("Started server process") == 2, 60, "two workers")
+        poll(lambda: _ready(port, ctx) or proc.poll() is not None, timeout=60, what="serve")
+        body = json.dumps(review(yaml.safe_load((EXAMPLES / "seed-pod.yaml").read_text())))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(
+                "POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n{body}".encode()
+            )
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200") and b'"allowed":true' in reply
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    held = json.loads(modules.read_text())
+    assert "webhook.server" in held and "uvicorn.supervisors.multiprocess" in held
+    leaked = [m for m in held if any(m == s or m.startswith(f"{s}.") for s in SERVING_MODULES)]
+    assert leaked == [], f"the supervisor imported serving modules: {leaked}"

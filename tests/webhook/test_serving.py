@@ -199,7 +199,8 @@ def test_the_option_reaches_uvicorn() -> None:
         settings=Settings(profiles=EXAMPLES / "profiles.yaml"), nads_file=EXAMPLES / "nads.yaml"
     )
     config = WebhookConfig(replace(options, header_timeout=7.5))
-    assert (config.http, config.header_timeout) == (HeaderTimeoutProtocol, 7.5)
+    config.load()  # as each worker does: the protocol is named, so the supervisor never loads it
+    assert (config.http_protocol_class, config.header_timeout) == (HeaderTimeoutProtocol, 7.5)
     assert config.loop == "webhook.eventloop:ServingLoop"
     with pytest.raises(ValueError, match="request-header timeout must be positive, got 0 s"):
         WebhookConfig(replace(options, header_timeout=0))
