@@ -45,8 +45,8 @@ build: venv ## the self-contained CNI executable bin/bond
 	./build.sh
 
 .PHONY: test
-test: deps images lint build ## the whole suite: lint, fast, kernel (one VM), cluster and images tiers
-	$(PY) -m pytest tests -m 'not node'
+test: deps node-deps images lint build ## the whole suite: lint, fast, kernel (one VM), cluster, images and node (one VM) tiers
+	$(PY) -m pytest tests
 
 .PHONY: test-fast
 test-fast: deps-fast build ## only the unmarked tier (pure and local-process tests)
