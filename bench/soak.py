@@ -45,7 +45,7 @@ import jsonpatch
 from bench import review
 from bench.peers import hey
 from bench.report import load_line
-from bench.webhook import Server, hey_argv, parse_hey, stop
+from bench.webhook import Server, hey_argv, parse_hey, serve_argv, stop
 from tests.rigs.cluster import Cluster
 from tests.rigs.cluster_procs import free_port
 
@@ -257,13 +257,7 @@ def _replace(source: Path, target: Path) -> None:
 @contextlib.contextmanager
 def _ours(work: Path, cluster: Cluster) -> Iterator[Server]:
     port = free_port()
-    pki = work / "pki"
-    argv = [
-        sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--tls-cert", str(pki / "tls.crt"), "--tls-key", str(pki / "tls.key"),
-        "--kubeconfig", str(cluster.kubeconfig), "--profiles", str(review.PROFILES),
-        "--header-timeout", f"{HEADER_TIMEOUT:g}",
-    ]  # fmt: skip
+    argv = serve_argv(work, cluster, port, "--header-timeout", f"{HEADER_TIMEOUT:g}")
     with (work / "ours.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -253,17 +253,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def serve_argv(work: Path, cluster: Cluster, port: int, *extra: str) -> list[str]:
+    """`bond-injector serve` on 127.0.0.1:`port` with the bench's pair in work/pki, NADs from
+    `cluster`, the default profiles; `extra` flags after them (the soak uses it too)."""
+    pki = work / "pki"
+    return [
+        sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--tls-cert", str(pki / "tls.crt"), "--tls-key", str(pki / "tls.key"),
+        "--kubeconfig", str(cluster.kubeconfig), "--profiles", str(review.PROFILES), *extra,
+    ]  # fmt: skip
+
+
 def _start_ours(
     work: Path, cluster: Cluster, workers: int
 ) -> contextlib.AbstractContextManager[Server]:
     port = free_port()
-    pki = work / "pki"
-    argv = [
-        sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--tls-cert", str(pki / "tls.crt"), "--tls-key", str(pki / "tls.key"),
-        "--kubeconfig", str(cluster.kubeconfig), "--profiles", str(review.PROFILES),
-        "--workers", str(workers),
-    ]  # fmt: skip
+    argv = serve_argv(work, cluster, port, "--workers", str(workers))
     name = f"bond-injector serve --workers {workers}"
     return _process(name, argv, work, port, body=work / "ours.json", env=None)
 
