@@ -13,14 +13,32 @@ export PATH := $(CACHE)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.stamp: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+# uv, pinned with hashes in requirements/uv.txt, in a venv of its own (uv sync keeps .venv exact).
+UV_HOME := $(CACHE)/uv-$(word 1,$(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/uv.txt))
+export UV := $(UV_HOME)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON := python3
+export UV_PYTHON_DOWNLOADS := never
+
+$(UV): requirements/uv.txt
+	rm -rf $(UV_HOME) && python3 -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install -q --require-hashes --no-deps -r requirements/uv.txt
+	touch $@
+
+$(VENV)/.stamp: pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --extra dev
 	touch $@
 
 .PHONY: venv
-venv: $(VENV)/.stamp ## create .venv with the package and its dev tools
+venv: $(VENV)/.stamp ## create .venv with exactly uv.lock: the package and its dev tools
+
+.PHONY: lock
+lock: $(UV) ## re-resolve uv.lock (and requirements/) to the newest versions pyproject.toml allows
+	tools/lock.sh update
+
+.PHONY: test-latest
+test-latest: deps-fast build ## the fast tier on the newest allowed dependencies, in a throwaway venv (not in make test)
+	tools/test-latest.sh
 
 .PHONY: deps-fast
 deps-fast: venv ## what the fast tier needs: system packages, kubectl and helm, cnitool (idempotent)
@@ -34,7 +52,8 @@ deps: deps-fast ## deps-fast plus the Go-built control plane and kubelet (idempo
 	tools/ensure-apt.sh $(IMAGES_APT) docker-registry  # the images tier pushes to a real one
 
 .PHONY: lint
-lint: venv ## ruff, mypy --strict and the import contracts
+lint: venv ## the lock in step, ruff, mypy --strict and the import contracts
+	tools/lock.sh check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy webhook cni certs tests bench tools/images.py

@@ -18,8 +18,9 @@ debian:bookworm-slim). Elsewhere the same Dockerfiles build against the public b
 Each image is cached under CACHE/images, keyed by its inputs: the Dockerfile, every file its COPY
 lines name (the tracked and untracked-but-not-ignored files: the build context holds exactly
 those), its bases' recipes (suite, mirrors, packages) and the tag. A run whose keys all match only
-rewrites the manifest. What the key cannot see: the versions PyPI and the Debian mirror serve at
-build time (the Dockerfiles pin ranges, not hashes).
+rewrites the manifest. The Python packages are pinned by the key's own inputs (requirements/, made
+from uv.lock, installed with pip --require-hashes); what the key cannot see: the versions the
+Debian mirror serves at build time.
 
 Outputs, at stable paths:
     CACHE/images/<name>.oci.tar        an OCI archive (`ctr -n k8s.io images import` takes it)

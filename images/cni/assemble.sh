@@ -10,8 +10,8 @@
 set -eu
 src=$1 rootfs=$2
 cd "$src"
-python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check . 'pyinstaller>=6.10,<7'
+# The runtime dependencies and PyInstaller exactly as locked (requirements/bundle.txt, from uv.lock).
+sh images/install-locked.sh .venv . requirements/bundle.txt
 ./build.sh
 mkdir -p "$rootfs/opt/bond-injector" "$rootfs/usr/local/bin"
 rm -rf "$rootfs/opt/bond-injector/bond"

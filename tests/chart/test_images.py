@@ -9,11 +9,15 @@ import signal
 import socket
 import subprocess
 import tarfile
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
 
 from tests.chart.images import Built, Container, build_images, container
 from tests.chart.render import one, render
@@ -21,6 +25,7 @@ from tests.poll import poll
 
 pytestmark = pytest.mark.images
 
+REPO = Path(__file__).resolve().parents[2]
 _ENV = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
 _CNI_ENV = {"PATH": "/usr/bin:/bin"}  # what a runtime gives a plugin, besides CNI_*
 
@@ -87,6 +92,40 @@ def test_webhook_image_runs_the_commands_the_chart_uses(built: Built, tmp_path: 
         # Runtime dependencies only: the dev tools are not in the image.
         for module in ("pytest", "mypy", "PyInstaller"):
             assert box.run(["python", "-c", f"import {module}"]).returncode != 0, module
+
+
+def _locked_runtime() -> dict[str, str]:
+    """requirements/runtime.txt (made from uv.lock by `make lock`) as {name: version}, the pins
+    whose markers hold for the image's Python (CPython 3.11 on Linux, as this one)."""
+    pins = {}
+    for line in (REPO / "requirements" / "runtime.txt").read_text().splitlines():
+        if not line or line[0] in " #":
+            continue
+        spec, _, marker = line.removesuffix("\\").partition(";")
+        if marker.strip() and not Marker(marker.strip()).evaluate():
+            continue
+        name, _, version = spec.strip().partition("==")
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_webhook_image_holds_exactly_the_locked_runtime(built: Built) -> None:
+    """What a release ships is what CI tested: every distribution in the image's venv is pinned by
+    the lock at that version, and nothing the lock pins is missing (the venv's own pip and
+    setuptools, from the base's ensurepip, and our package aside)."""
+    listing = (
+        "import importlib.metadata as m, json;"
+        " print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+    )
+    with container(built, "webhook") as box:
+        done = box.run(["/opt/bond-injector/bin/python", "-c", listing])
+    assert done.returncode == 0, done.stderr
+    installed = {canonicalize_name(n): v for n, v in json.loads(done.stdout).items()}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert installed.pop("bond-injector") == project["version"]
+    for bootstrapped in ("pip", "setuptools"):
+        installed.pop(bootstrapped, None)
+    assert installed == _locked_runtime()
 
 
 def _install(box: Container, host_bin: Path) -> None:
