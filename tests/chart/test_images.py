@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
@@ -97,7 +96,7 @@ def test_webhook_image_runs_the_commands_the_chart_uses(built: Built, tmp_path: 
 def _locked_runtime() -> dict[str, str]:
     """requirements/runtime.txt (made from uv.lock by `make lock`) as {name: version}, the pins
     whose markers hold for the image's Python (CPython 3.11 on Linux, as this one)."""
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (REPO / "requirements" / "runtime.txt").read_text().splitlines():
         if not line or line[0] in " #":
             continue
@@ -105,7 +104,7 @@ def _locked_runtime() -> dict[str, str]:
         if marker.strip() and not Marker(marker.strip()).evaluate():
             continue
         name, _, version = spec.strip().partition("==")
-        pins[canonicalize_name(name)] = version
+        pins[str(canonicalize_name(name))] = version
     return pins
 
 
@@ -120,7 +119,7 @@ def test_webhook_image_holds_exactly_the_locked_runtime(built: Built) -> None:
     with container(built, "webhook") as box:
         done = box.run(["/opt/bond-injector/bin/python", "-c", listing])
     assert done.returncode == 0, done.stderr
-    installed = {canonicalize_name(n): v for n, v in json.loads(done.stdout).items()}
+    installed = {str(canonicalize_name(n)): v for n, v in json.loads(done.stdout).items()}
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert installed.pop("bond-injector") == project["version"]
     for bootstrapped in ("pip", "setuptools"):
