@@ -648,29 +648,35 @@ def test_extra_profiles_sit_beside_the_default() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sets", "message"),
+    ("sets", "names"),
     [
-        (("webhook.bogus=1",), "at '/webhook': additional properties 'bogus' not allowed"),
-        (("bogus=1",), "additional properties 'bogus' not allowed"),
-        (("webhook.failurePolicy=Maybe",), "value must be one of 'Fail', 'Ignore'"),
-        (("webhook.url=http://127.0.0.1/mutate",), "at '/webhook/url'"),
-        (("webhook.timeoutSeconds=60",), "at '/webhook/timeoutSeconds'"),
-        (("certificates.mode=vault",), "at '/certificates/mode'"),
-        (("networks.legs.pfA.interface=this-is-too-long",), "/networks/legs/pfA/interface"),
-        (("cniInstaller.helper.socket=/run/b.sock",), "additional properties 'socket' not allowed"),
-        (("cniInstaller.helper.bogus=1",), "additional properties 'bogus' not allowed"),
-        (("cniInstaller.namespace=Bad_Name",), "at '/cniInstaller/namespace'"),
-        (("cniInstaller.helper.extraHostPaths.x.path=relative",), "extraHostPaths/x/path"),
-        (("webhook.networkPolicy.apiserverCIDRs={10.0.0.1}",), "apiserverCIDRs/0"),
-        (("webhook.priorityClass.value=2000000000",), "/webhook/priorityClass/value"),
-        (("webhook.headerTimeoutSeconds=0",), "at '/webhook/headerTimeoutSeconds'"),
+        (("webhook.bogus=1",), ("webhook", "bogus")),
+        (("bogus=1",), ("bogus",)),
+        (("webhook.failurePolicy=Maybe",), ("failurePolicy", "Fail", "Ignore")),
+        (("webhook.url=http://127.0.0.1/mutate",), ("webhook", "url")),
+        (("webhook.timeoutSeconds=60",), ("webhook", "timeoutSeconds")),
+        (("certificates.mode=vault",), ("certificates", "mode")),
+        (("networks.legs.pfA.interface=this-is-too-long",), ("pfA", "interface")),
+        (("cniInstaller.helper.socket=/run/b.sock",), ("helper", "socket")),
+        (("cniInstaller.helper.bogus=1",), ("helper", "bogus")),
+        (("cniInstaller.namespace=Bad_Name",), ("cniInstaller", "namespace")),
+        (("cniInstaller.helper.extraHostPaths.x.path=relative",), ("extraHostPaths", "path")),
+        (("webhook.networkPolicy.apiserverCIDRs={10.0.0.1}",), ("apiserverCIDRs",)),
+        (("webhook.priorityClass.value=2000000000",), ("priorityClass", "value")),
+        (("webhook.headerTimeoutSeconds=0",), ("webhook", "headerTimeoutSeconds")),
     ],
 )
-def test_the_schema_refuses_with_a_clear_error(sets: tuple[str, ...], message: str) -> None:
+def test_the_schema_refuses_with_a_clear_error(
+    sets: tuple[str, ...], names: tuple[str, ...]
+) -> None:
+    """Guards values.schema.json: a bad value is refused before anything renders, and the error
+    names the key (and what is allowed), our schema's names; the sentence around them is helm's
+    and its schema library's, which change with helm."""
     result = helm(*template_args(sets=sets), check=False)
     assert result.returncode != 0
-    assert "values don't meet the specifications of the schema" in result.stderr
-    assert message in result.stderr
+    assert "schema" in result.stderr  # the schema's refusal, not a template's `fail`
+    for name in names:
+        assert name in result.stderr, (name, result.stderr)
 
 
 @pytest.mark.parametrize(

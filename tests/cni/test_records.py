@@ -116,6 +116,8 @@ def test_gc_removes_only_this_networks_stale_records(tmp_path: Path) -> None:
 
 def test_the_plugin_path_imports_nothing_of_the_agent() -> None:
     """Records cost the in-process plugin one small module: no agent, metrics or HTTP stack."""
+    # Guards the plugin's start-up time: it loads none of our agent (cni.agent) nor the
+    # dependencies only the agent uses (prometheus_client, http, ssl), which it avoids on purpose.
     code = (
         "import sys; import cni.plugin.dispatch, cni.core.config, cni.plugin.commands;"
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "

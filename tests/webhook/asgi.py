@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import httpx
 from starlette.types import ASGIApp
@@ -30,3 +32,11 @@ class AsgiClient:
 
     def post(self, path: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
         return self.request("POST", path, content, headers)
+
+
+def response_of(sent: list[Any]) -> tuple[int, bytes]:
+    """The status and whole body of the ASGI messages an app sent: the spec lets the body come in
+    any number of messages, and how many is the framework's business, not ours."""
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body

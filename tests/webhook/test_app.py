@@ -12,7 +12,7 @@ import anyio
 import jsonpatch
 import pytest
 
-from tests.webhook.asgi import AsgiClient
+from tests.webhook.asgi import AsgiClient, response_of
 from tests.webhook.builders import (
     EXAMPLES,
     MANY_POOLS,
@@ -30,6 +30,7 @@ from tests.webhook.builders import (
 )
 from tests.webhook.pki import CA
 from tests.webhook.reviews import decoded_patch, review
+from tests.webhook.scrape import samples
 from webhook.app import Settings, create_app
 from webhook.mutation import mutate, needed_nads
 from webhook.nads import NadFetchError, NadSource, NetworkAttachmentDefinition, StaticNadSource
@@ -223,7 +224,7 @@ def test_cache_miss_is_fetched() -> None:
         ("default", "sriov-pf-a"),
         ("default", "sriov-pf-b"),
     ]
-    assert "bond_injector_nad_api_fetches_total 3.0" in metrics
+    assert samples(metrics)["bond_injector_nad_api_fetches_total"] == 3
 
 
 def _many_legs_app(tmp_path: Path, nads: NadSource) -> AsgiClient:
@@ -255,7 +256,7 @@ def test_every_needed_nad_in_one_round(tmp_path: Path, legs: int, cache: str) ->
     assert len(needed) == legs + 2
     fetched = sorted(needed) if cache == "cold" else []
     assert sorted(cold.fetched) == fetched
-    assert f"bond_injector_nad_api_fetches_total {len(fetched)}.0" in c.get("/metrics").text
+    assert samples(c.get("/metrics").text)["bond_injector_nad_api_fetches_total"] == len(fetched)
 
 
 def test_health_ready_metrics_and_log_line(
@@ -272,12 +273,12 @@ def test_health_ready_metrics_and_log_line(
         ("denied", "test-pod"),
     ]
     assert all(line["duration_ms"] >= 0 and line["uid"] for line in lines)
-    text = client.get("/metrics").text
-    assert 'bond_injector_admission_requests_total{outcome="patched"} 1.0' in text
-    assert 'bond_injector_admission_requests_total{outcome="denied"} 1.0' in text
-    assert "bond_injector_admission_duration_seconds_count 2.0" in text
-    assert "bond_injector_nad_cache_synced 1.0" in text
-    assert "bond_injector_nad_cache_objects 3.0" in text
+    scraped = samples(client.get("/metrics").text)
+    assert scraped['bond_injector_admission_requests_total{outcome="patched"}'] == 1
+    assert scraped['bond_injector_admission_requests_total{outcome="denied"}'] == 1
+    assert scraped["bond_injector_admission_duration_seconds_count"] == 2
+    assert scraped["bond_injector_nad_cache_synced"] == 1
+    assert scraped["bond_injector_nad_cache_objects"] == 3
 
 
 class _Unsynced(StaticNadSource):
@@ -309,12 +310,8 @@ def test_certificate_expiry_is_exported(tmp_path: Path) -> None:
     valid = _reloader(tmp_path, days=3, ago=0)
     c = AsgiClient(create_app(SETTINGS, source(), certificate=valid))
     assert c.get("/readyz").status_code == 200
-    (line,) = [
-        line
-        for line in c.get("/metrics").text.splitlines()
-        if line.startswith("bond_injector_certificate_expiry_timestamp_seconds ")
-    ]
-    assert float(line.split()[1]) == valid.not_after
+    expiry = samples(c.get("/metrics").text)["bond_injector_certificate_expiry_timestamp_seconds"]
+    assert expiry == valid.not_after
 
 
 def test_profiles_are_reread_without_restart(tmp_path: Path) -> None:
@@ -356,7 +353,7 @@ def _call_raw(app: Any, messages: list[dict[str, Any]]) -> tuple[int, bytes]:
         await app(scope, receive, send)
 
     anyio.run(run)
-    return sent[0]["status"], sent[1]["body"]
+    return response_of(sent)
 
 
 def test_chunked_body_is_assembled_and_limited() -> None:

@@ -21,6 +21,7 @@ import orjson
 import pytest
 from starlette.types import Message
 
+from tests.webhook.asgi import response_of
 from tests.webhook.builders import (
     EXAMPLES,
     USER_NETWORK,
@@ -179,7 +180,7 @@ async def _post(
         sent.append(message)
 
     await app(scope, receive, send)
-    return sent[0]["status"], sent[1]["body"]
+    return response_of(sent)
 
 
 def _check(body: bytes, status: int, answer: bytes, outcomes: dict[str, int]) -> None:

@@ -1,4 +1,4 @@
-"""The subtree diff gives the same ops as jsonpatch's full diff of a deep copy."""
+"""The subtree diff's ops, applied, turn the old subtree into the new one."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _random_tree(rng: random.Random, depth: int) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("seed", range(200))
-def test_subtree_diff_matches_a_full_diff(seed: int) -> None:
+def test_subtree_diff_turns_old_into_new(seed: int) -> None:
     rng = random.Random(seed)  # noqa: S311 - reproducible test data
     old = _random_tree(rng, 2)
     new = _random_tree(rng, 2) if rng.random() < 0.5 else {**old, **_random_tree(rng, 1)}
@@ -42,7 +42,6 @@ def test_subtree_diff_matches_a_full_diff(seed: int) -> None:
     target["metadata"]["annotations"] = copy.deepcopy(new)
     ops = diff_mapping("/metadata/annotations", old, new)
     assert jsonpatch.apply_patch(doc, ops) == target
-    assert jsonpatch.apply_patch(doc, jsonpatch.make_patch(doc, target).patch) == target
 
 
 def test_absent_subtree_is_added_whole() -> None:

@@ -19,6 +19,7 @@ from tests.webhook.builders import EXAMPLES, expected, pod, vfs
 from tests.webhook.live import client_context, peer_serial, request, running
 from tests.webhook.pki import CA, Issued, secret_volume_swap
 from tests.webhook.reviews import decoded_patch, review
+from tests.webhook.scrape import samples
 from tests.webhook.test_app import OURS
 from webhook.app import Settings
 from webhook.server import ServeOptions
@@ -79,8 +80,8 @@ def test_health_ready_and_metrics_over_tls(live: tuple[int, ssl.SSLContext]) -> 
     assert request(port, ctx, "GET", "/readyz")[0] == 200
     status, metrics = request(port, ctx, "GET", "/metrics")
     assert status == 200
-    assert b"bond_injector_certificate_expiry_timestamp_seconds" in metrics
-    assert b"bond_injector_nad_cache_synced 1.0" in metrics
+    assert "bond_injector_certificate_expiry_timestamp_seconds" in samples(metrics)
+    assert samples(metrics)["bond_injector_nad_cache_synced"] == 1
 
 
 def test_tls_below_1_2_is_refused(live: tuple[int, ssl.SSLContext]) -> None:
