@@ -32,9 +32,9 @@ from webhook.mutation import mutate, needed_nads
 from webhook.nads import NetworkAttachmentDefinition, StaticNadSource
 from webhook.profiles import ProfileError, parse_profiles
 
-SECRET_POOL = "vendor.com/secret_pool"
+HIDDEN_POOL = "vendor.com/finance_pool"
 # An SR-IOV NAD in a namespace the pod's author has no business with.
-SECRET = nad("secret-net", SECRET_POOL, {"type": "sriov"}, namespace="finance")
+HIDDEN = nad("secret-net", HIDDEN_POOL, {"type": "sriov"}, namespace="finance")
 DENIAL = (
     "pod default/test-pod: annotation k8s.v1.cni.cncf.io/networks entry 0 "
     "(finance/secret-net@net9) names a network-attachment-definition in namespace finance; "
@@ -73,7 +73,7 @@ class _Recording(StaticNadSource):
 def test_another_namespaces_nad_is_refused_alike_whether_it_exists(
     networks: str | list[dict[str, str]], exists: bool
 ) -> None:
-    nads = _Recording(source(SECRET) if exists else source())
+    nads = _Recording(source(HIDDEN) if exists else source())
     decision = mutate(pod(networks=networks), "default", example_profiles(), nads.cached)
     assert (decision.allowed, decision.message, decision.warnings) == (False, DENIAL, ())
     assert ("finance", "secret-net") not in nads.asked
@@ -85,10 +85,10 @@ def test_another_namespaces_nad_is_refused_alike_whether_it_exists(
 def test_a_namespace_the_profile_allows_is_resolved_and_counted() -> None:
     profiles = parse_profiles(EXAMPLE_PROFILES + "    allowedNamespaces: [finance]\n")
     p = pod(networks="finance/secret-net@net9")
-    decision = mutate(p, "default", profiles, source(SECRET).cached)
+    decision = mutate(p, "default", profiles, source(HIDDEN).cached)
     assert decision.allowed
     entry = {"name": "secret-net", "namespace": "finance", "interface": "net9"}
-    counts = {**vfs()["limits"], SECRET_POOL: "1"}
+    counts = {**vfs()["limits"], HIDDEN_POOL: "1"}
     resources = {"requests": counts, "limits": counts}
     assert jsonpatch.apply_patch(p, decision.patch) == expected(
         p, [entry, A1, B2, BOND0], resources
@@ -130,7 +130,7 @@ def test_the_served_answer_is_the_same_for_a_missing_and_an_existing_nad(
 ) -> None:
     """Over the app (as `kubectl create --dry-run=server` reaches it): one text, no lookup."""
     answers = []
-    for nads in (source(SECRET), source()):
+    for nads in (source(HIDDEN), source()):
         recording = _Recording(nads)
         client = AsgiClient(create_app(Settings(profiles=EXAMPLES / "profiles.yaml"), recording))
         body = json.dumps(review(pod(networks="finance/secret-net@net9"), dry_run=dry_run))
