@@ -141,7 +141,7 @@ class MutateEndpoint:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _Disconnected
-            chunk = message.get("body", b"")
+            chunk: bytes = message.get("body", b"")
             if declared is None:  # chunked: refused as soon as it grows too large
                 self._check_size(len(buffer) + len(chunk))
                 self._hold(held, len(chunk))

@@ -116,7 +116,7 @@ class WebhookConfig(uvicorn.Config):
         self.app = app
         if options.health_port is not None:
             self.app = _Paths(app, lambda path: path != "/metrics")
-            self._health = _HealthServer(app, options)
+            self._health = _HealthServer(app, options, options.health_port)
         super().load()
 
     def configure_logging(self) -> None:
@@ -180,9 +180,9 @@ class _Paths:
 class _HealthServer:
     """The plain-HTTP port: /healthz, /readyz, /metrics only (it has no TLS)."""
 
-    def __init__(self, app: ASGIApp, options: ServeOptions) -> None:
+    def __init__(self, app: ASGIApp, options: ServeOptions, port: int) -> None:
         config = uvicorn.Config(
-            _Paths(app, HEALTH_PATHS.__contains__), host=options.host, port=options.health_port,
+            _Paths(app, HEALTH_PATHS.__contains__), host=options.host, port=port,
             lifespan="off", log_config=None, access_log=False, server_header=False,
             http=HEADER_TIMEOUT_PROTOCOL, ws="none",
             loop="asyncio",  # plain HTTP, a few probes and scrapes a minute
