@@ -30,7 +30,8 @@ from tests.webhook.live import Live, client_context, request, running
 from tests.webhook.pki import CA, secret_volume_swap
 from tests.webhook.reviews import review
 from tests.webhook.test_cli import CLI, NADS, PROFILES
-from webhook.app import Settings
+from webhook.app import Settings, create_app
+from webhook.nads import StaticNadSource
 from webhook.server import ServeOptions
 from webhook.settings import DEFAULT_MAX_BODY
 from webhook.tls import TlsFiles
@@ -317,3 +318,11 @@ def _large_review_served(live: Live, ctx: ssl.SSLContext) -> bool:
     p = pod()
     p["metadata"]["annotations"] = {"filler": "x" * 50_000}
     return request(live.port, ctx, "POST", "/mutate", review(p))[0] == 200
+
+
+def test_a_budget_smaller_than_one_body_is_refused_at_start() -> None:
+    settings = Settings(
+        profiles=EXAMPLES / "profiles.yaml", max_body_bytes=2048, max_inflight_body_bytes=1024
+    )
+    with pytest.raises(ValueError, match=r"--max-inflight-body-bytes \(1024\) is less than"):
+        create_app(settings, StaticNadSource([]))
