@@ -22,6 +22,9 @@ read. The time the app takes to answer is not limited by it.
 
 The deadlines are `config.header_timeout` and `config.request_timeout`
 (`webhook.server.set_deadlines`), read per connection.
+
+It also applies `config.limit_concurrency` itself, as uvicorn would (a request beyond is 503)
+but with at most that many connections served, and an answer that names the limit.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ import asyncio
 import logging
 from typing import Any
 
+import orjson
 import uvicorn
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -52,6 +57,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.header_timeout: float = getattr(config, "header_timeout", DEFAULT_HEADER_TIMEOUT)
         self.request_timeout: float = getattr(config, "request_timeout", DEFAULT_REQUEST_TIMEOUT)
+        self._limit, self.limit_concurrency = self.limit_concurrency, None
         self._header_timer: asyncio.TimerHandle | None = None
         self._request_timer: asyncio.TimerHandle | None = None
 
@@ -68,6 +74,16 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._stop_header_timer()
+        # uvicorn's own limit_concurrency answers a bare "Service Unavailable"; this one says
+        # which limit and what to do (uvicorn's check is off: `limit_concurrency` is None here).
+        limit = self._limit
+        if limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit):
+            app, self.app = self.app, _over_limit(limit)  # read by the super call only
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -105,3 +121,18 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             log.debug("closing %s: no request header in %g s", self.client, self.header_timeout)
             self.transport.close()
+
+
+def _over_limit(limit: int) -> ASGI3Application:
+    message = orjson.dumps({
+        "error": f"this webhook worker serves {limit} connections and requests at once "
+        "(--limit-concurrency) and has them all; retry shortly, or run more replicas",
+    })  # fmt: skip
+
+    async def answer(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                   (b"content-length", str(len(message)).encode())]  # fmt: skip
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": message})
+
+    return answer

@@ -275,7 +275,12 @@ def test_requests_beyond_the_concurrency_limit_are_answered_503(
     with running(_options(files, limit_concurrency=3)) as live:
         idle = _held_open(live, ctx, 3)
         try:
-            assert request(live.port, ctx, "POST", "/mutate", review(pod()))[0] == 503
+            status, body = request(live.port, ctx, "POST", "/mutate", review(pod()))
+            assert (status, json.loads(body)["error"]) == (
+                503,
+                "this webhook worker serves 3 connections and requests at once "
+                "(--limit-concurrency) and has them all; retry shortly, or run more replicas",
+            )
         finally:
             for sock in idle:
                 sock.close()
