@@ -32,8 +32,8 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 # later is nobody's. The chart passes its `webhook.timeoutSeconds`.
 DEFAULT_REQUEST_TIMEOUT = 10.0
 # Connections (and requests in progress) one worker serves at once; beyond, a request is answered
-# 503 (uvicorn's limit_concurrency). Each connection costs ~40 KiB (its 32 KiB TLS buffer), so the
-# default bounds those to ~10 MiB.
+# 503 (webhook/headertimeout.py applies uvicorn's limit_concurrency). Each connection costs
+# ~40 KiB (its 32 KiB TLS buffer), so the default bounds those to ~10 MiB.
 DEFAULT_LIMIT_CONCURRENCY = 256
 
 
