@@ -17,11 +17,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from webhook.endpoint import MutateEndpoint
+from webhook.endpoint import BodyBudget, MutateEndpoint
 from webhook.metrics import Metrics
 from webhook.nads import NadSource
 from webhook.profiles import ProfileStore
-from webhook.settings import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY, Settings
+from webhook.settings import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY, Settings  # re-exported
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
@@ -85,7 +85,20 @@ def create_app(
         }
 
     metrics = Metrics(state)
-    endpoint = MutateEndpoint(profiles, nad_source, metrics, clock, settings.max_body_bytes)
+    if settings.max_inflight_body_bytes < settings.max_body_bytes:
+        raise ValueError(
+            f"--max-inflight-body-bytes ({settings.max_inflight_body_bytes}) is less than "
+            f"--max-body-bytes ({settings.max_body_bytes}), so the largest body would never be "
+            "served; raise it"
+        )
+    endpoint = MutateEndpoint(
+        profiles,
+        nad_source,
+        metrics,
+        clock,
+        max_body_bytes=settings.max_body_bytes,
+        budget=BodyBudget(settings.max_inflight_body_bytes),
+    )
 
     def healthz(_: Request) -> Response:
         return PlainTextResponse("ok\n")

@@ -11,7 +11,14 @@ from pathlib import Path
 
 # Only what every command needs: `serve --workers N` runs its supervisor from here, and the app's
 # modules belong to its workers (webhook/server.py). Each command imports the rest itself.
-from webhook.settings import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY, Settings
+from webhook.settings import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_LIMIT_CONCURRENCY,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_INFLIGHT_BODY,
+    DEFAULT_REQUEST_TIMEOUT,
+    Settings,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=9443)
     serve.add_argument("--tls-cert", type=Path, help="serving certificate (reloaded on change)")
     serve.add_argument("--tls-key", type=Path, help="its private key")
-    serve.add_argument("--client-ca", type=Path, help="require client certificates from this CA")
+    serve.add_argument(
+        "--client-ca",
+        type=Path,
+        help="require a client certificate signed by this CA (mTLS: the API server's admission "
+        "kubeconfig presents one); probes then need --health-port",
+    )
     serve.add_argument("--profiles", type=Path, required=True, help="profiles YAML (reloaded)")
     source = serve.add_mutually_exclusive_group()
     source.add_argument("--nads", type=Path, help="NADs from this YAML file, not the API server")
@@ -48,9 +60,31 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--health-port",
         type=int,
-        help="also serve /healthz, /readyz, /metrics over plain HTTP here (for probes with mTLS)",
+        help="serve /healthz, /readyz and /metrics over plain HTTP on this port (probes carry no "
+        "client certificate; Prometheus scrapes plain HTTP); the TLS port then serves no /metrics",
     )
-    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY,
+        help="refuse (413) a larger request body, by its Content-Length before reading it, or as "
+        f"it streams (default {DEFAULT_MAX_BODY}: the API server's 3 MiB object and the review "
+        "around it)",
+    )
+    serve.add_argument(
+        "--max-inflight-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_INFLIGHT_BODY,
+        help="request-body bytes one worker holds at once, across requests; 503 beyond "
+        f"(default {DEFAULT_MAX_INFLIGHT_BODY})",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=DEFAULT_LIMIT_CONCURRENCY,
+        help="connections and requests one worker serves at once; 503 beyond "
+        f"(default {DEFAULT_LIMIT_CONCURRENCY})",
+    )
     serve.add_argument(
         "--header-timeout",
         type=float,
@@ -58,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="close a connection whose request header is not complete after this long"
         f" (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection whose request, header and body, is not complete after this long"
+        f" (default {DEFAULT_REQUEST_TIMEOUT:g}; the API server waits at most its timeoutSeconds)",
     )
     serve.add_argument(
         "--insecure-http",
@@ -123,7 +165,11 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
     options = ServeOptions(
-        settings=Settings(profiles=args.profiles, max_body_bytes=args.max_body_bytes),
+        settings=Settings(
+            profiles=args.profiles,
+            max_body_bytes=args.max_body_bytes,
+            max_inflight_body_bytes=args.max_inflight_body_bytes,
+        ),
         host=args.host,
         port=args.port,
         tls=tls,
@@ -132,6 +178,8 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         health_port=args.health_port,
         header_timeout=args.header_timeout,
+        request_timeout=args.request_timeout,
+        limit_concurrency=args.limit_concurrency,
     )
     try:
         return serve(options)

@@ -27,14 +27,47 @@ _Key = tuple[str, str]
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, *, close: bool = False, outcome: str = "invalid"
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.outcome = outcome
+        self.close = close  # the body may still be arriving: end the connection after answering
+
+
+class BodyBudget:
+    """Request-body bytes one worker holds at once, across all its requests.
+
+    Each request takes its bytes as they arrive (all of a declared Content-Length at once) and
+    gives them back when answered; what does not fit is refused with 503. The event loop is one
+    thread, so plain arithmetic is safe.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
 
 
 class _Disconnected(Exception):
     pass
+
+
+@dataclass
+class _Held:
+    """The budget bytes one request holds."""
+
+    bytes: int = 0
 
 
 @dataclass
@@ -53,59 +86,96 @@ class MutateEndpoint:
         nads: NadSource,
         metrics: Metrics,
         clock: Callable[[], float],
+        *,
         max_body_bytes: int,
+        budget: BodyBudget,
     ) -> None:
         self._profiles = profiles
         self._nads = nads
         self._metrics = metrics
         self._clock = clock
         self._max_body = max_body_bytes
+        self._budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
         line = _LogLine()
         entry = line.fields
+        held = _Held()
+        headers = [*_JSON]
         try:
-            body = await self._read_body(scope, receive)
-            status, payload = 200, await self._review(body, line)
-        except _HttpError as exc:
-            status, payload = exc.status, {"error": exc.message}
-            entry.update(outcome="invalid", message=exc.message)
-        except _Disconnected:
-            return
-        data = orjson.dumps(payload)
-        headers = [*_JSON, (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+            try:
+                body = await self._read_body(scope, receive, held)
+                status, payload = 200, await self._review(body, line)
+            except _HttpError as exc:
+                status, payload = exc.status, {"error": exc.message}
+                entry.update(outcome=exc.outcome, message=exc.message)
+                if exc.close:
+                    headers.append((b"connection", b"close"))
+            except _Disconnected:
+                return
+            data = orjson.dumps(payload)
+            headers.append((b"content-length", str(len(data)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+        finally:
+            self._budget.give(held.bytes)
         seconds = self._clock() - started
         self._metrics.observe(entry["outcome"], seconds)
         entry["duration_ms"] = round(seconds * 1000, 3)
         log.log(line.level, orjson.dumps(entry).decode(), exc_info=line.error)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive, held: _Held) -> bytes | bytearray:
+        """The body, refused before it is read when its Content-Length is too large and as soon
+        as it grows too large when chunked; its bytes count against the worker's budget."""
         headers = dict(scope["headers"])
         ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if ctype != b"application/json":
             got = ctype.decode("latin-1")
             raise _HttpError(415, f"Content-Type must be application/json, got {got!r}")
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            raise _HttpError(413, f"body larger than {self._max_body} bytes")
-        chunks: list[bytes] = []
-        size = 0
+        if declared is not None and declared.isdigit():
+            self._hold(held, self._check_size(int(declared)))
+        buffer = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _Disconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
-                raise _HttpError(413, f"body larger than {self._max_body} bytes")
+            chunk: bytes = message.get("body", b"")
+            if declared is None:  # chunked: refused as soon as it grows too large
+                self._check_size(len(buffer) + len(chunk))
+                self._hold(held, len(chunk))
             if not message.get("more_body", False):
-                return chunk if not chunks else b"".join([*chunks, chunk])
-            chunks.append(chunk)
+                if not buffer:
+                    return chunk
+                buffer += chunk
+                return buffer
+            buffer += chunk
 
-    async def _review(self, body: bytes, line: _LogLine) -> dict[str, Any]:
+    def _check_size(self, size: int) -> int:
+        if size > self._max_body:
+            raise _HttpError(
+                413,
+                f"request body is larger than the webhook's --max-body-bytes ({self._max_body}); "
+                "the API server sends at most a 3 MiB Pod, so this is no AdmissionReview from "
+                "it; if yours accepts larger objects, raise --max-body-bytes",
+                close=True,
+            )
+        return size
+
+    def _hold(self, held: _Held, size: int) -> None:
+        if not self._budget.take(size):
+            raise _HttpError(
+                503,
+                f"request body: this worker holds {self._budget.held} bytes of other requests' "
+                f"bodies and {size} more would pass --max-inflight-body-bytes "
+                f"({self._budget.limit}); retry shortly, or run more replicas",
+                close=True,
+                outcome="overloaded",
+            )
+        held.bytes += size
+
+    async def _review(self, body: bytes | bytearray, line: _LogLine) -> dict[str, Any]:
         entry = line.fields
         try:
             decoded = orjson.loads(body)

@@ -8,7 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-OUTCOMES = ("patched", "unchanged", "skipped", "ignored", "denied", "invalid", "error")
+OUTCOMES = (
+    "patched", "unchanged", "skipped", "ignored", "denied", "invalid", "overloaded", "error",
+)  # fmt: skip
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 

@@ -148,7 +148,7 @@ class _Mutation:
     def needed(self) -> list[tuple[str, str]]:
         keys = [(att.namespace or self.ns, att.name) for att in self.profile.attachments]
         with contextlib.suppress(_Denied):  # a bad annotation is denied before any lookup
-            keys += [entry.key(self.ns) for entry in self._entries()]
+            keys += [entry.key(self.ns) for entry in self._entries() if not self._foreign(entry)]
         return list(dict.fromkeys(keys))
 
     def run(self, lookup: NadLookup) -> Decision:
@@ -157,6 +157,7 @@ class _Mutation:
         index, container = self._container()
         entries = self._entries()
         final, added = self._merge(entries)
+        self._check_namespaces(entries)
         self._check_legs()
         self._check_bond()
         counts = self._counts(final)
@@ -253,6 +254,32 @@ class _Mutation:
                 "interface name or choose another profile"
             )
         return False
+
+    def _foreign(self, entry: NetworkSelection) -> bool:
+        """An entry naming a NAD in another namespace that the profile does not allow.
+
+        The webhook reads NADs cluster-wide, the pod's author maybe not: such an entry is refused
+        before any lookup, so neither the pool counts nor the text tell whether that NAD exists.
+        The profile's own attachments are the administrator's choice and always allowed.
+        """
+        ns = entry.namespace
+        if ns is None or ns == self.ns or ns in self.profile.allowed_namespaces:
+            return False
+        own = {(att.namespace or self.ns, att.name) for att in self.profile.attachments}
+        return (ns, entry.name) not in own
+
+    def _check_namespaces(self, entries: list[NetworkSelection]) -> None:
+        for index, entry in enumerate(entries):
+            if not self._foreign(entry):
+                continue
+            allowed = ", ".join(sorted({self.ns, *self.profile.allowed_namespaces}))
+            raise _Denied(
+                f"{self.ref}: annotation {NETWORKS_ANNOTATION} entry {index} "
+                f"({entry.describe()}) names a network-attachment-definition in namespace "
+                f"{entry.namespace}; profile {self.profile.name!r} allows the pod's own entries "
+                f"from namespaces {allowed} only. Use a NAD in namespace {self.ns}, or have an "
+                f"administrator add {entry.namespace!r} to the profile's allowedNamespaces"
+            )
 
     @staticmethod
     def _ifname(index: int, entry: NetworkSelection) -> str:

@@ -17,7 +17,9 @@ from webhook.annotation import check_interface_name
 DEFAULT_PROFILE = "default"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LEG_KEYS = frozenset({"network", "interface"})
-_PROFILE_KEYS = frozenset({"legs", "bond", "requireDistinctPools", "readinessGate"})
+_PROFILE_KEYS = frozenset(
+    {"legs", "bond", "requireDistinctPools", "readinessGate", "allowedNamespaces"}
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,10 @@ class BondProfile:
     bond: Attachment
     require_distinct_pools: bool = True
     readiness_gate: bool = False  # add the bond agent's BondHealthy condition as a readinessGate
+    # Namespaces other than the pod's whose NADs a pod's own annotation entries may name. The
+    # webhook reads NADs cluster-wide; without this a pod author could make it resolve (and
+    # count the pools of) NADs in namespaces the author cannot read.
+    allowed_namespaces: frozenset[str] = frozenset()
 
     @property
     def attachments(self) -> tuple[Attachment, ...]:
@@ -101,6 +107,7 @@ def _parse_profile(where: str, name: str, body: Any) -> BondProfile:
     gate = body.get("readinessGate", False)
     if not isinstance(gate, bool):
         raise ProfileError(f"{where}.readinessGate: must be true or false")
+    allowed = _parse_namespaces(f"{where}.allowedNamespaces", body.get("allowedNamespaces", []))
     seen: set[str] = set()
     for att in (*legs, bond):
         if att.interface in seen:
@@ -109,8 +116,25 @@ def _parse_profile(where: str, name: str, body: Any) -> BondProfile:
             )
         seen.add(att.interface)
     return BondProfile(
-        name=name, legs=legs, bond=bond, require_distinct_pools=distinct, readiness_gate=gate
+        name=name,
+        legs=legs,
+        bond=bond,
+        require_distinct_pools=distinct,
+        readiness_gate=gate,
+        allowed_namespaces=allowed,
     )
+
+
+def _parse_namespaces(where: str, raw: Any) -> frozenset[str]:
+    if not isinstance(raw, list):
+        raise ProfileError(f"{where}: expected a list of namespace names, e.g. [shared-networks]")
+    for index, namespace in enumerate(raw):
+        if not isinstance(namespace, str) or not _DNS1123.match(namespace) or len(namespace) > 63:
+            raise ProfileError(
+                f"{where}[{index}]: {namespace!r} is not a namespace name "
+                "(lower-case letters, digits and '-', at most 63)"
+            )
+    return frozenset(raw)
 
 
 def _parse_attachment(where: str, raw: Any) -> Attachment:

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from webhook.settings import DEFAULT_HEADER_TIMEOUT, Settings
+from webhook.settings import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_LIMIT_CONCURRENCY,
+    DEFAULT_REQUEST_TIMEOUT,
+    Settings,
+)
 from webhook.tls import CertificateReloader, TlsFiles, check_pair
 
 if TYPE_CHECKING:
@@ -49,11 +54,17 @@ class ServeOptions:
     sync_timeout: float = 30.0  # how long startup waits for the NAD cache before serving unready
     cert_check_interval: float = 1.0
     # Plain-HTTP port for /healthz, /readyz, /metrics: kubelet probes carry no client
-    # certificate, so with a client CA they cannot use the TLS port.
+    # certificate, so with a client CA they cannot use the TLS port; Prometheus scrapes plain
+    # HTTP. With it set, the TLS port no longer serves /metrics (a NetworkPolicy can then admit
+    # only the API server to the one and only the monitoring namespace to the other).
     health_port: int | None = None
     # A connection with no complete request header after this many seconds is closed
     # (slowloris); a kept-alive connection between requests keeps uvicorn's keep-alive timeout.
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    # ... and one whose request (header and body) is not complete after this many.
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    # Connections and requests at once per worker; a request beyond is answered 503.
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY
 
 
 class WebhookConfig(uvicorn.Config):
@@ -64,6 +75,7 @@ class WebhookConfig(uvicorn.Config):
     """
 
     header_timeout: float  # read by HeaderTimeoutProtocol for each connection
+    request_timeout: float
 
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
@@ -88,9 +100,10 @@ class WebhookConfig(uvicorn.Config):
             server_header=False,
             proxy_headers=False,
             timeout_graceful_shutdown=int(options.graceful_timeout),
+            limit_concurrency=_positive("limit_concurrency", options.limit_concurrency),
             ssl_context_factory=self._ssl_context if options.tls is not None else None,
         )
-        set_header_timeout(self, options.header_timeout)
+        set_deadlines(self, options.header_timeout, options.request_timeout)
 
     def load(self) -> None:
         from webhook.app import create_app  # noqa: PLC0415 - in the worker only
@@ -99,11 +112,11 @@ class WebhookConfig(uvicorn.Config):
         if options.tls is not None:
             self.reloader = CertificateReloader(options.tls, options.cert_check_interval)
         self.nad_source = self._nad_source()
-        self.app = create_app(options.settings, self.nad_source, certificate=self.reloader)
+        app = create_app(options.settings, self.nad_source, certificate=self.reloader)
+        self.app = app
         if options.health_port is not None:
-            self._health = _HealthServer(
-                self.app, options.host, options.health_port, options.header_timeout
-            )
+            self.app = _Paths(app, lambda path: path != "/metrics")
+            self._health = _HealthServer(app, options, options.health_port)
         super().load()
 
     def configure_logging(self) -> None:
@@ -149,14 +162,15 @@ class WebhookConfig(uvicorn.Config):
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-class _HealthOnly:
-    """The app's health and metrics routes, and nothing else (this port has no TLS)."""
+class _Paths:
+    """The app's routes whose path `serves` says yes to; 404 for the others."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, serves: Callable[[str], bool]) -> None:
         self._app = app
+        self._serves = serves
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in HEALTH_PATHS:
+        if scope["type"] == "http" and not self._serves(scope["path"]):
             await send({"type": "http.response.start", "status": 404, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -164,13 +178,17 @@ class _HealthOnly:
 
 
 class _HealthServer:
-    def __init__(self, app: ASGIApp, host: str, port: int, header_timeout: float) -> None:
+    """The plain-HTTP port: /healthz, /readyz, /metrics only (it has no TLS)."""
+
+    def __init__(self, app: ASGIApp, options: ServeOptions, port: int) -> None:
         config = uvicorn.Config(
-            _HealthOnly(app), host=host, port=port, lifespan="off", log_config=None,
-            access_log=False, server_header=False, http=HEADER_TIMEOUT_PROTOCOL, ws="none",
-            loop="asyncio",  # plain HTTP, a few probes a minute: no uvloop to load
+            _Paths(app, HEALTH_PATHS.__contains__), host=options.host, port=port,
+            lifespan="off", log_config=None, access_log=False, server_header=False,
+            http=HEADER_TIMEOUT_PROTOCOL, ws="none",
+            loop="asyncio",  # plain HTTP, a few probes and scrapes a minute
+            limit_concurrency=_HEALTH_CONCURRENCY,
         )  # fmt: skip
-        set_header_timeout(config, header_timeout)
+        set_deadlines(config, options.header_timeout, options.request_timeout)
         self.server = uvicorn.Server(config)
         # Not the main thread: uvicorn installs no signal handlers here; stop() ends it.
         self._thread = threading.Thread(target=self.server.run, name="health", daemon=True)
@@ -181,12 +199,28 @@ class _HealthServer:
         self._thread.join(5)
 
 
-def set_header_timeout(config: uvicorn.Config, seconds: float) -> None:
-    """Give uvicorn's config the deadline webhook.headertimeout reads (a plain attribute: the
+# Probes and scrapes come a few a minute; more at once on the plain port is someone else.
+_HEALTH_CONCURRENCY = 16
+
+
+def set_deadlines(config: uvicorn.Config, header: float, request: float) -> None:
+    """Give uvicorn's config the deadlines webhook.headertimeout reads (plain attributes: the
     config is pickled to spawned workers, so no class is made per value)."""
-    if seconds <= 0:
-        raise ValueError(f"the request-header timeout must be positive, got {seconds:g} s")
-    config.header_timeout = seconds  # type: ignore[attr-defined]
+    if header <= 0:
+        raise ValueError(f"the request-header timeout must be positive, got {header:g} s")
+    if request < header:
+        raise ValueError(
+            f"the request timeout ({request:g} s) covers the header too, so it must be at least "
+            f"the header timeout ({header:g} s); raise --request-timeout"
+        )
+    config.header_timeout = header  # type: ignore[attr-defined]
+    config.request_timeout = request  # type: ignore[attr-defined]
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -94,7 +94,7 @@ def test_defaults_render_the_whole_installation(default: list[Rendered]) -> None
         + ["ServiceAccount"] * 4
         + ["ConfigMap", "CronJob", "DaemonSet", "Deployment", "Job", "Job"]
         + ["MutatingWebhookConfiguration", "PodDisruptionBudget", "Pod", "Service"]
-        + ["PriorityClass"]
+        + ["PriorityClass", "NetworkPolicy"]
         + ["NetworkAttachmentDefinition"] * 3
     )
 
@@ -233,7 +233,9 @@ def test_webhook_deployment_is_hardened(default: list[Rendered]) -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "96Mi"}
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-        assert container[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
+        # The plain health port: probes carry no client certificate, so they work with clientAuth.
+        assert container[probe]["httpGet"] == {"path": path, "port": "metrics", "scheme": "HTTP"}
+    assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
     assert container["args"][:2] == ["serve", "--port=8443"]
     assert "--profiles=/etc/bond-injector/profiles/profiles.yaml" in container["args"]
     anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
@@ -254,6 +256,33 @@ def test_the_header_timeout_reaches_serve(default: list[Rendered]) -> None:
         "template"
     ]["spec"]["containers"]
     assert "--header-timeout=3" in changed["args"]
+
+
+def test_the_serving_limits_reach_serve(default: list[Rendered]) -> None:
+    """The whole-request deadline, the concurrency bound and the plain port (issue 21)."""
+    (container,) = one(default, "Deployment")["spec"]["template"]["spec"]["containers"]
+    for arg in ("--request-timeout=10", "--limit-concurrency=256", "--health-port=8081"):
+        assert arg in container["args"]
+    assert not [a for a in container["args"] if a.startswith("--client-ca")]
+    sets = ("webhook.requestTimeoutSeconds=12", "webhook.limitConcurrency=64")
+    (changed,) = one(render(sets=sets), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {"--request-timeout=12", "--limit-concurrency=64"} <= set(changed["args"])
+
+
+def test_client_auth_mounts_the_apiservers_client_ca() -> None:
+    sets = ("webhook.clientAuth.enabled=true", "webhook.clientAuth.caConfigMap=apiserver-clients")
+    objects = render(sets=sets)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--client-ca=/etc/bond-injector/client-ca/ca.crt" in container["args"]
+    assert {"name": "client-ca", "configMap": {"name": "apiserver-clients"}} in pod["volumes"]
+    mount = {"name": "client-ca", "mountPath": "/etc/bond-injector/client-ca", "readOnly": True}
+    assert mount in container["volumeMounts"]
+    (test,) = one(objects, "Pod")["spec"]["containers"]
+    assert {"name": "CLIENT_AUTH", "value": "1"} in test["env"]
+    result = helm(*template_args(sets=("webhook.clientAuth.enabled=true",)), check=False)
+    assert result.returncode != 0
+    assert "webhook.clientAuth.caConfigMap: name the ConfigMap" in result.stderr
 
 
 def test_one_replica_gets_a_budget_a_drain_can_meet() -> None:
@@ -283,10 +312,28 @@ def test_the_webhook_runs_at_the_charts_own_priority(default: list[Rendered]) ->
     assert "priorityClassName" not in one(off, "Deployment")["spec"]["template"]["spec"]
 
 
-def test_the_network_policy_is_optional_and_admits_only_the_apiserver(
+def test_the_network_policy_is_on_and_admits_only_the_apiserver(
     default: list[Rendered],
 ) -> None:
-    assert "NetworkPolicy" not in kinds(default)
+    """On by default: the admission port only (from anywhere: the chart cannot know the
+    apiserver's addresses), the health port to no other pod, egress to the apiserver's ports."""
+    policy = one(default, "NetworkPolicy")["spec"]
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8443}]}]
+    assert "NetworkPolicy" not in kinds(render(sets=("webhook.networkPolicy.enabled=false",)))
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    scraped = one(
+        render(
+            sets=(
+                "webhook.networkPolicy.metricsFrom.prometheus.namespaceSelector.matchLabels"
+                ".kubernetes\\.io/metadata\\.name=mon",
+            )
+        ),
+        "NetworkPolicy",
+    )["spec"]
+    assert scraped["ingress"][1] == {
+        "ports": [{"protocol": "TCP", "port": 8081}],
+        "from": [monitoring],
+    }
     objects = render(CHART / "ci" / "networkpolicy-values.yaml")
     policy = one(objects, "NetworkPolicy")["spec"]
     webhook = one(objects, "Deployment")["spec"]
@@ -664,6 +711,8 @@ def test_extra_profiles_sit_beside_the_default() -> None:
         (("webhook.networkPolicy.apiserverCIDRs={10.0.0.1}",), ("apiserverCIDRs",)),
         (("webhook.priorityClass.value=2000000000",), ("priorityClass", "value")),
         (("webhook.headerTimeoutSeconds=0",), ("webhook", "headerTimeoutSeconds")),
+        (("webhook.limitConcurrency=0",), ("webhook", "limitConcurrency")),
+        (("webhook.clientAuth.bogus=1",), ("clientAuth", "bogus")),
     ],
 )
 def test_the_schema_refuses_with_a_clear_error(

@@ -176,3 +176,42 @@ def test_kubectl_create_bonds_more_legs_and_counts_the_pods_own_network(
     counts = {pool: "1" for pool in (*MANY_POOLS[:legs], USER_POOL)}
     resources = stored["spec"]["containers"][0]["resources"]
     assert resources["requests"] == resources["limits"] == counts
+
+
+def test_another_namespaces_nad_is_denied_alike_whether_it_exists(
+    cluster: Cluster, webhook: str
+) -> None:
+    """Issue 21, finding 5: the webhook's cluster-wide NAD read must not answer for the pod's
+    author whether `other-ns/name` exists, not even to `--dry-run=server`."""
+    hidden = f"hidden-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", hidden)
+    try:
+        nad = {
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {
+                "name": "secret-net",
+                "namespace": hidden,
+                "annotations": {"k8s.v1.cni.cncf.io/resourceName": "vendor.com/hidden_pool"},
+            },
+            "spec": {"config": json.dumps({"cniVersion": "1.0.0", "type": "sriov"})},
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(nad))
+        absent = f"absent-{uuid.uuid4().hex[:8]}"  # no such namespace at all
+        answers = []
+        for ns in (hidden, absent):
+            pod = yaml.safe_load(SEED)
+            pod["metadata"]["annotations"] = {
+                "k8s.v1.cni.cncf.io/networks": f"{ns}/secret-net@net9"
+            }
+            denied = _create(cluster, webhook, yaml.safe_dump(pod), "--dry-run=server")
+            assert denied.returncode != 0
+            answers.append(denied.stderr.replace(ns, "NS"))
+        assert answers[0] == answers[1]
+        assert (
+            f"pod {webhook}/test-pod: annotation k8s.v1.cni.cncf.io/networks entry 0 "
+            "(NS/secret-net@net9) names a network-attachment-definition in namespace NS; "
+            f"profile 'default' allows the pod's own entries from namespaces {webhook} only"
+        ) in answers[0]
+    finally:
+        cluster.kubectl("delete", "namespace", hidden, "--wait=false", check=False)

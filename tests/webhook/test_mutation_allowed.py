@@ -14,6 +14,7 @@ from tests.webhook.builders import (
     B2,
     BOND0,
     BOND_CONFIG,
+    EXAMPLES,
     POOL_A,
     POOL_B,
     example_profiles,
@@ -29,6 +30,10 @@ from webhook.profiles import Profiles, parse_profiles
 
 OURS = [A1, B2, BOND0]
 MACVLAN = nad("macvlan", None, {"type": "macvlan"}, namespace="other")
+# The example profile, allowing the pod's own entries to name NADs in namespace `other` too.
+ALLOWS_OTHER = parse_profiles(
+    (EXAMPLES / "profiles.yaml").read_text() + "    allowedNamespaces: [other]\n"
+)
 SAME_POOL = parse_profiles(
     """
 profiles:
@@ -78,6 +83,7 @@ CASES = [
         [{"name": "macvlan", "namespace": "other", "interface": "eth1"}, *OURS],
         vfs(),
         nads=source(MACVLAN),
+        profiles=ALLOWS_OTHER,
     ),
     Case(
         "JSON entry with mac and ips kept field for field",
@@ -85,6 +91,7 @@ CASES = [
         [MAC_IPS, *OURS],
         vfs(),
         nads=source(MACVLAN),
+        profiles=ALLOWS_OTHER,
     ),
     Case(
         "user's own SR-IOV entry counts toward its pool",

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.webhook.builders import (
+    EXAMPLES,
     USER_NETWORK,
     example_nads,
     example_profiles,
@@ -20,6 +21,9 @@ from webhook.profiles import Profiles, parse_profiles
 
 SEED = [("default", "sriov-pf-a"), ("default", "sriov-pf-b"), ("default", "bond-net")]
 MANY = parse_profiles(many_legs_profiles(3, 4))
+ALLOWS_OTHER = parse_profiles(
+    (EXAMPLES / "profiles.yaml").read_text() + "    allowedNamespaces: [other]\n"
+)
 
 
 def _legs(n: int, namespace: str = "default") -> list[tuple[str, str]]:
@@ -39,8 +43,10 @@ CASES: list[tuple[str, dict[str, Any], str | None, Profiles, list[tuple[str, str
      [("own", name) for _, name in SEED]),
     ("user network", pod(networks=[USER_NETWORK]), "default", example_profiles(),
      [*SEED, ("default", "data-net")]),
-    ("user network, short form, other namespace", pod(networks="other/data-net@data0"),
-     "default", example_profiles(), [*SEED, ("other", "data-net")]),
+    ("user network, other namespace the profile does not allow: never asked for",
+     pod(networks="other/data-net@data0"), "default", example_profiles(), SEED),
+    ("user network, other namespace the profile allows", pod(networks="other/data-net@data0"),
+     "default", ALLOWS_OTHER, [*SEED, ("other", "data-net")]),
     ("user lists a leg itself: once", pod(networks="sriov-pf-b@net2,data-net@data0"),
      "default", example_profiles(), [*SEED, ("default", "data-net")]),
     ("three legs", pod(annotations=_profile(3)), "default", MANY, _legs(3)),

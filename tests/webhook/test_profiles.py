@@ -63,7 +63,8 @@ AT = "profiles: profiles.d"
         (
             _doc(requireDistinctPool=True),
             f"{AT}: unknown keys ['requireDistinctPool']; "
-            "allowed ['bond', 'legs', 'readinessGate', 'requireDistinctPools']",
+            "allowed ['allowedNamespaces', 'bond', 'legs', 'readinessGate', "
+            "'requireDistinctPools']",
         ),
         (_doc(requireDistinctPools="yes"), f"{AT}.requireDistinctPools: must be true or false"),
         (

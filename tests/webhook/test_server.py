@@ -26,6 +26,8 @@ from webhook.server import ServeOptions
 from webhook.tls import CertificateReloader, TlsError, TlsFiles
 
 SETTINGS = Settings(profiles=EXAMPLES / "profiles.yaml")
+# The CA of the API server's admission client certificates (its kubeconfig for webhooks).
+CA_CLIENT = CA("apiserver-client-ca")
 
 
 @dataclass
@@ -160,6 +162,11 @@ def test_mutual_tls(pki: Pki, tmp_path: Path) -> None:
     files = TlsFiles(pki.mount / "tls.crt", pki.mount / "tls.key", client_ca)
     with running(_options(files)) as server:
         assert request(server.port, client_context(pki.ca_file, good), "GET", "/healthz")[0] == 200
+        # The API server's admission call, with the client certificate of its kubeconfig.
+        status, body = request(
+            server.port, client_context(pki.ca_file, good), "POST", "/mutate", review(pod())
+        )
+        assert (status, json.loads(body)["response"]["allowed"]) == (200, True)
         assert _refused(server.port, client_context(pki.ca_file))
         assert _refused(server.port, client_context(pki.ca_file, bad))
         # Renewal keeps client verification on.
@@ -171,7 +178,7 @@ def test_mutual_tls(pki: Pki, tmp_path: Path) -> None:
 
 
 def test_health_port_serves_probes_without_client_certificates(pki: Pki, tmp_path: Path) -> None:
-    client_ca = CA("apiserver-client-ca").write(tmp_path / "client-ca.crt")
+    client_ca = CA_CLIENT.write(tmp_path / "client-ca.crt")
     files = TlsFiles(pki.mount / "tls.crt", pki.mount / "tls.key", client_ca)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -194,6 +201,11 @@ def test_health_port_serves_probes_without_client_certificates(pki: Pki, tmp_pat
         assert get("/readyz") == 200
         assert get("/metrics") == 200
         assert get("/mutate") == 404, "admissions only over TLS"
+        # ... and metrics only here, where a NetworkPolicy can admit the monitoring namespace.
+        good = CA_CLIENT.issue("kube-apiserver", server=False).write(tmp_path / "good", "client")
+        tls = client_context(pki.ca_file, good)
+        assert request(server.port, tls, "GET", "/metrics")[0] == 404
+        assert request(server.port, tls, "GET", "/readyz")[0] == 200
 
 
 def test_missing_files_keep_the_current_pair(pki: Pki) -> None:

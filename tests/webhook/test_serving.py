@@ -242,3 +242,9 @@ def test_the_option_reaches_uvicorn() -> None:
     assert config.loop == "webhook.eventloop:ServingLoop"
     with pytest.raises(ValueError, match="request-header timeout must be positive, got 0 s"):
         WebhookConfig(replace(options, header_timeout=0))
+    limits = WebhookConfig(replace(options, request_timeout=12.0, limit_concurrency=9))
+    assert (limits.request_timeout, limits.limit_concurrency) == (12.0, 9)
+    with pytest.raises(ValueError, match=r"request timeout \(5 s\) covers the header too"):
+        WebhookConfig(replace(options, header_timeout=10, request_timeout=5))
+    with pytest.raises(ValueError, match="limit_concurrency must be at least 1, got 0"):
+        WebhookConfig(replace(options, limit_concurrency=0))

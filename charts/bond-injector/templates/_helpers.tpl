@@ -230,7 +230,8 @@ and stops here. `helm template` has no cluster: lookup returns nothing and this 
       "legs" $legs
       "bond" (dict "network" (include "bond-injector.networkRef" (dict "ctx" $ "name" $bond.name)) "interface" $bond.interface)
       "requireDistinctPools" .Values.defaultProfile.requireDistinctPools
-      "readinessGate" .Values.defaultProfile.readinessGate) }}
+      "readinessGate" .Values.defaultProfile.readinessGate
+      "allowedNamespaces" .Values.defaultProfile.allowedNamespaces) }}
 {{- end }}
 {{- $profiles = merge (deepCopy .Values.profiles) $profiles }}
 {{- if not $profiles }}
