@@ -136,3 +136,17 @@ def test_the_apiserver_holds_the_agent_to_its_own_nodes_condition() -> None:
     assert not [
         r for r in render() if r.kind.startswith("ValidatingAdmissionPolicy") and "agent" in r.name
     ]
+
+
+def test_the_containers_with_sys_admin_name_their_seccomp_and_optionally_apparmor() -> None:
+    """seccomp RuntimeDefault on each, explicitly; AppArmor only when asked (naming one makes
+    kubelet refuse the pod on nodes without AppArmor)."""
+    for sets, apparmor in [
+        ((), None),
+        (("cniInstaller.appArmorProfile.type=RuntimeDefault",), {"type": "RuntimeDefault"}),
+    ]:
+        spec = _pod(*sets)
+        for name in ("helper", "agent"):
+            context = _container(spec, name)["securityContext"]
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            assert context.get("appArmorProfile") == apparmor, name

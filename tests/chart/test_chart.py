@@ -504,6 +504,7 @@ def test_the_helper_runs_on_the_host_network_with_two_capabilities() -> None:
         "runAsUser": 0,
         "runAsNonRoot": False,
         "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
         "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "SYS_ADMIN"]},
     }
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
