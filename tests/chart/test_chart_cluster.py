@@ -569,3 +569,52 @@ def test_a_second_release_on_the_cluster_is_refused_with_the_first_ones_name(
         for release, ns in ((first, ns_one), (second, ns_two)):
             cluster.helm("uninstall", release, "-n", ns, "--wait", check=False)
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_the_release_namespace_can_enforce_restricted(cluster: Cluster) -> None:
+    """With the node DaemonSet in its own namespace, every pod left in the release namespace
+    (webhook, certificate Jobs and CronJob, the helm test) is admitted under Pod Security
+    `restricted`, asked of the apiserver with server-side dry-runs."""
+    namespace = f"restricted-{secrets.token_hex(3)}"
+    rendered = parse(helm(*template_args(namespace=namespace)).stdout)
+    templates: dict[str, dict[str, Any]] = {}
+    for r in rendered:
+        if r.obj["metadata"].get("namespace") != namespace:
+            continue
+        if r.kind in ("Deployment", "Job"):
+            templates[r.name] = r.obj["spec"]["template"]["spec"]
+        elif r.kind == "CronJob":
+            templates[r.name] = r.obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        elif r.kind == "Pod":
+            templates[r.name] = r.obj["spec"]
+    assert len(templates) == 5, sorted(templates)  # webhook, pre, post, renewal, helm test
+    assert not [
+        r for r in rendered if r.kind == "DaemonSet" and r.obj["metadata"]["namespace"] == namespace
+    ]
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": labels},
+    }
+    try:
+        cluster.kubectl("create", "-f", "-", input=json.dumps(ns))
+        cluster.wait_for_default_service_account(namespace)
+        for name, spec in templates.items():
+            account = spec.get("serviceAccountName")
+            if account:
+                cluster.kubectl("-n", namespace, "create", "serviceaccount", account, check=False)
+            admitted = {k: v for k, v in spec.items() if k != "priorityClassName"}  # none here
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name[:50].lower(), "namespace": namespace},
+                "spec": admitted,
+            }
+            result = cluster.kubectl(
+                "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+            )
+            assert result.returncode == 0, (name, result.stderr)
+            assert "violate" not in result.stderr, (name, result.stderr)
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
