@@ -141,7 +141,8 @@ class KubeSink:
             raise PodGone(f"{method} {path}: {response.status} {_reason(data)}")
         if response.status >= 300:
             hint = ""
-            if response.status in (401, 403):
+            # A policy's refusal says itself what is wrong; RBAC's says only "forbidden".
+            if response.status in (401, 403) and b"ValidatingAdmissionPolicy" not in data:
                 hint = "; the agent's service account needs create on events, patch on pods/status"
             raise SinkError(f"{method} {path}: {response.status} {_reason(data)}{hint}")
         try:

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "bond-injector"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 NAMESPACE = "bond-injector"
+NODE_NAMESPACE = f"{NAMESPACE}-node"  # the node DaemonSet's own, by default
 RELEASE = "bond-injector"
 
 

@@ -107,3 +107,46 @@ def test_default_chart_has_no_agent() -> None:
 def test_readiness_gate_reaches_the_default_profile() -> None:
     config = one(render(AGENT), "ConfigMap", "-profiles")
     assert "readinessGate: true" in config["data"]["profiles.yaml"]
+
+
+def test_the_apiserver_holds_the_agent_to_its_own_nodes_condition() -> None:
+    """The rules themselves run against the real apiserver (tests/cni/test_agent_cluster.py);
+    here: the policy is bound, and matches the DaemonSet's ServiceAccount and pods/status only."""
+    objects = render(AGENT, sets=("cniInstaller.namespace=nodes",))
+    policy = one(objects, "ValidatingAdmissionPolicy", "-agent")
+    binding = one(objects, "ValidatingAdmissionPolicyBinding", "-agent")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert policy["spec"]["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["*"],
+            "operations": ["UPDATE"],
+            "resources": ["pods/status"],
+        }
+    ]
+    account = one(objects, "ServiceAccount", "-cni-installer")["metadata"]
+    (condition,) = policy["spec"]["matchConditions"]
+    username = f"system:serviceaccount:{account['namespace']}:{account['name']}"
+    assert condition["expression"] == f"request.userInfo.username == '{username}'"
+    assert account["namespace"] == "nodes"
+    assert not [
+        r for r in render() if r.kind.startswith("ValidatingAdmissionPolicy") and "agent" in r.name
+    ]
+
+
+def test_the_containers_with_sys_admin_name_their_seccomp_and_optionally_apparmor() -> None:
+    """seccomp RuntimeDefault on each, explicitly; AppArmor only when asked (naming one makes
+    kubelet refuse the pod on nodes without AppArmor)."""
+    for sets, apparmor in [
+        ((), None),
+        (("cniInstaller.appArmorProfile.type=RuntimeDefault",), {"type": "RuntimeDefault"}),
+    ]:
+        spec = _pod(*sets)
+        for name in ("helper", "agent"):
+            context = _container(spec, name)["securityContext"]
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            assert context.get("appArmorProfile") == apparmor, name

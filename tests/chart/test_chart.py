@@ -17,6 +17,7 @@ from tests.chart.render import (
     CHART,
     CI_VALUES,
     NAMESPACE,
+    NODE_NAMESPACE,
     RELEASE,
     Rendered,
     helm,
@@ -31,8 +32,17 @@ from webhook.profiles import parse_profiles
 CI_IDS = [p.stem for p in CI_VALUES]
 FULLNAME = "bond-injector"  # the release name already contains the chart name
 CLUSTER_SCOPED = frozenset(
-    ["ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "PriorityClass"]
+    [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "PriorityClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
 )
+NODE_COMPONENTS = frozenset(["cni-installer", "agent"])  # in the node namespace
 HELPER = CHART / "ci" / "helper-values.yaml"
 
 
@@ -76,7 +86,9 @@ def test_every_value_set_renders_labelled_objects_one_kind_per_file(values: Path
         assert labels.get("app.kubernetes.io/managed-by") == "Helm", r.source
         assert "app.kubernetes.io/component" in labels, r.source
         if r.kind not in CLUSTER_SCOPED:
-            assert r.obj["metadata"]["namespace"] == NAMESPACE, r.source
+            node = labels["app.kubernetes.io/component"] in NODE_COMPONENTS
+            expected = NODE_NAMESPACE if node else NAMESPACE
+            assert r.obj["metadata"]["namespace"] == expected, r.source
         # `<component>-<kind>.yaml`, one kind per file (cert-manager's layout).
         stem = Path(r.source).stem
         assert stem.rsplit("-", 1)[-1] in {r.kind.lower(), "pre", "post", "test"}, (
@@ -94,8 +106,9 @@ def test_defaults_render_the_whole_installation(default: list[Rendered]) -> None
         + ["ServiceAccount"] * 4
         + ["ConfigMap", "CronJob", "DaemonSet", "Deployment", "Job", "Job"]
         + ["MutatingWebhookConfiguration", "PodDisruptionBudget", "Pod", "Service"]
-        + ["PriorityClass", "NetworkPolicy"]
+        + ["PriorityClass", "NetworkPolicy", "Namespace"]
         + ["NetworkAttachmentDefinition"] * 3
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2
     )
 
 
@@ -538,6 +551,7 @@ def test_the_helper_runs_on_the_host_network_with_two_capabilities() -> None:
         "runAsUser": 0,
         "runAsNonRoot": False,
         "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
         "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "SYS_ADMIN"]},
     }
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -613,21 +627,39 @@ def test_the_helper_runs_the_nodes_copy_at_host_bin_dir_on_the_socket(
     assert spec["volumes"][0]["hostPath"]["path"].rstrip("/") == mount["mountPath"]
 
 
-def test_the_node_part_can_live_in_its_own_namespace() -> None:
-    objects = render(HELPER, sets=("cniInstaller.namespace=bond-nodes",))
-    node = {
-        (r.kind, r.obj["metadata"]["namespace"])
-        for r in objects
-        if r.obj["metadata"]["labels"]["app.kubernetes.io/component"] == "cni-installer"
-    }
-    assert node == {("DaemonSet", "bond-nodes"), ("ServiceAccount", "bond-nodes")}
-    # The webhook, its certificates and their RBAC stay in the release namespace.
-    elsewhere = {
-        r.obj["metadata"].get("namespace")
-        for r in objects
-        if r.kind not in CLUSTER_SCOPED and r.obj["metadata"]["namespace"] != "bond-nodes"
-    }
-    assert elsewhere == {NAMESPACE}
+def test_the_node_part_lives_in_its_own_privileged_namespace() -> None:
+    """By default the chart makes `<release namespace>-node` for the DaemonSet, labelled for Pod
+    Security `privileged`, so the release namespace (webhook, CA key) need not allow it."""
+    for values, sets, namespace in [
+        (HELPER, (), NODE_NAMESPACE),
+        (HELPER, ("cniInstaller.namespace=bond-nodes",), "bond-nodes"),
+    ]:
+        objects = render(values, sets=sets)
+        node = {
+            (r.kind, r.obj["metadata"].get("namespace", r.name))
+            for r in objects
+            if r.obj["metadata"]["labels"]["app.kubernetes.io/component"] == "cni-installer"
+        }
+        assert node == {
+            ("DaemonSet", namespace),
+            ("ServiceAccount", namespace),
+            ("Namespace", namespace),
+        }
+        labels = one(objects, "Namespace")["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+        # The webhook, its certificates and their RBAC stay in the release namespace.
+        elsewhere = {
+            r.obj["metadata"].get("namespace")
+            for r in objects
+            if r.kind not in CLUSTER_SCOPED and r.obj["metadata"]["namespace"] != namespace
+        }
+        assert elsewhere == {NAMESPACE}
+    # An existing namespace, or the release's own (the old layout): the chart makes none.
+    for sets in [("cniInstaller.createNamespace=false",), (f"cniInstaller.namespace={NAMESPACE}",)]:
+        objects = render(sets=sets)
+        assert "Namespace" not in kinds(objects), sets
+    same = render(sets=(f"cniInstaller.namespace={NAMESPACE}",))
+    assert one(same, "DaemonSet")["metadata"]["namespace"] == NAMESPACE
 
 
 def _profiles(objects: list[Rendered]) -> str:
@@ -795,3 +827,40 @@ def test_the_schema_knows_every_default_value() -> None:
                 walk(sub, v, f"{path}.{k}")
 
     walk(schema, values, "")
+
+
+def test_the_certificate_jobs_may_change_only_the_ca_bundle(default: list[Rendered]) -> None:
+    """RBAC limits them to this release's configuration; a policy (its rules tried against the
+    real apiserver in test_chart_cluster.py) to its caBundle. Both certgen identities, bound to
+    that configuration alone; no certgen, no policy."""
+    policy = one(default, "ValidatingAdmissionPolicy", "-certgen")
+    binding = one(default, "ValidatingAdmissionPolicyBinding", "-certgen")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    (rule,) = binding["spec"]["matchResources"]["resourceRules"]
+    assert rule["resourceNames"] == [FULLNAME]
+    assert rule["resources"] == ["mutatingwebhookconfigurations"]
+    (condition,) = policy["spec"]["matchConditions"]
+    for suffix in ("-certgen", "-certgen-hook"):
+        account = one(default, "ServiceAccount", suffix)["metadata"]
+        assert f"'system:serviceaccount:{NAMESPACE}:{account['name']}'" in condition["expression"]
+    for sets in [("certificates.mode=certManager",), ("certificates.builtin.renewCronJob=false",)]:
+        objects = render(sets=sets)
+        policies = [
+            r for r in objects if r.kind == "ValidatingAdmissionPolicy" and "certgen" in r.name
+        ]
+        assert len(policies) == (1 if "renewCronJob=false" in sets[0] else 0), sets
+
+
+def test_the_networks_of_selected_pods_are_fixed_after_admission(default: list[Rendered]) -> None:
+    """On the pods the webhook selects (the same objectSelector), for pods and their
+    subresources; the rules run against the real apiserver in test_chart_cluster.py."""
+    policy = one(default, "ValidatingAdmissionPolicy", "-networks")
+    hook = one(default, "MutatingWebhookConfiguration")["webhooks"][0]
+    assert policy["spec"]["matchConstraints"]["objectSelector"] == hook["objectSelector"]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["operations"], rule["resources"]) == (["UPDATE"], ["pods", "pods/*"])
+    binding = one(default, "ValidatingAdmissionPolicyBinding", "-networks")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    off = render(sets=("webhook.immutableNetworks=false",))
+    assert not [r for r in off if "networks" in r.name and "Policy" in r.kind]

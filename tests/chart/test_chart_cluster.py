@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.chart.render import CHART, CI_VALUES, REPO, helm, parse, template_args
+from tests.poll import poll
 from tests.rigs.cluster import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -28,8 +29,10 @@ CERT_MANAGER_CRDS = Path(__file__).parent / "crds" / "cert-manager-minimal.yaml"
 def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"chart-{secrets.token_hex(3)}"
     cluster.create_namespace(name)
+    # The node DaemonSet's own namespace: a dry-run cannot put objects in one it only dry-ran.
+    cluster.create_namespace(f"{name}-node")
     yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    cluster.kubectl("delete", "namespace", name, f"{name}-node", "--wait=false")
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +52,7 @@ def test_every_value_set_passes_server_side_dry_run(
     cluster: Cluster, namespace: str, values: Path | None
 ) -> None:
     rendered = helm(*template_args(*([values] if values else []), namespace=namespace)).stdout
-    result = cluster.kubectl(
-        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered, check=False
-    )
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered, check=False)
     assert result.returncode == 0, result.stderr
     applied = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
     assert len(applied) == len(parse(rendered))
@@ -315,6 +316,7 @@ def test_builtin_certificates_with_the_charts_own_rbac(cluster: Cluster, tmp_pat
             cluster.kubectl("get", "mutatingwebhookconfiguration", fullname, "-o", "json").stdout
         )
         assert config["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+        _forged_webhook_patches_are_refused(cluster, namespace, account, fullname, tmp_path)
 
         assert _can_i(cluster, namespace, hook_account, "create", "secrets")
         assert not _can_i(cluster, namespace, account, "create", "secrets")
@@ -350,6 +352,129 @@ def test_builtin_certificates_with_the_charts_own_rbac(cluster: Cluster, tmp_pat
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def _forged_webhook_patches_are_refused(
+    cluster: Cluster, namespace: str, account: str, config: str, tmp_path: Path
+) -> None:
+    """The renewal CronJob's token may patch the configuration (RBAC), but the chart's policy
+    lets it change caBundle only: a patch pointing the webhook elsewhere, or widening what it
+    mutates, is refused, naming the configuration and the fix."""
+    kubeconfig = _token_kubeconfig(cluster, namespace, account, tmp_path / "forger.kubeconfig")
+
+    def patch(ops: list[dict[str, Any]], *extra: str) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl(
+            "--kubeconfig", str(kubeconfig), "patch", "mutatingwebhookconfiguration", config,
+            "--type=json", "-p", json.dumps(ops), *extra, check=False,
+        )  # fmt: skip
+
+    url = [
+        {"op": "remove", "path": "/webhooks/0/clientConfig/service"},
+        {"op": "add", "path": "/webhooks/0/clientConfig/url", "value": "https://evil.invalid/m"},
+    ]
+    # A new policy is in force once the apiserver's informer has it: ask with dry-runs till then.
+    poll(
+        lambda: patch(url, "--dry-run=server").returncode != 0,
+        timeout=30,
+        what="the certgen ValidatingAdmissionPolicy to be enforced",
+        interval=0.2,
+    )
+    before = cluster.kubectl("get", "mutatingwebhookconfiguration", config, "-o", "json").stdout
+    every_pod = {"op": "replace", "path": "/webhooks/0/objectSelector", "value": {}}
+    label = {"op": "add", "path": "/metadata/labels/forged", "value": "yes"}
+    forged: list[tuple[list[dict[str, Any]], str]] = [
+        (url, "not other fields of webhook(s) pods.bond-injector.io"),
+        ([every_pod], "not other fields of webhook(s) pods.bond-injector.io"),
+        ([label], "may not change metadata of mutatingwebhookconfiguration"),
+    ]
+    for ops, what in forged:
+        refused = patch(ops)
+        assert refused.returncode != 0, ops
+        assert f"ValidatingAdmissionPolicy '{config}-certgen'" in refused.stderr
+        assert f"mutatingwebhookconfiguration {config}" in refused.stderr and what in refused.stderr
+        assert "clientConfig.caBundle" in refused.stderr
+    after = cluster.kubectl("get", "mutatingwebhookconfiguration", config, "-o", "json").stdout
+    assert json.loads(after)["webhooks"] == json.loads(before)["webhooks"]
+
+
+def test_a_bonded_pods_networks_cannot_change_after_admission(cluster: Cluster) -> None:
+    """The webhook sees CREATE only; the chart's policy refuses every later change of the
+    networks annotation (or of the selecting label) on a labelled pod, through pods and
+    pods/status alike; other pods and other annotations are left alone."""
+    suffix = secrets.token_hex(3)
+    namespace = f"nets-{suffix}"
+    rendered = helm(*template_args(sets=(f"fullnameOverride=nets-{suffix}",))).stdout
+    policy = [r.obj for r in parse(rendered) if r.name == f"nets-{suffix}-networks"]
+    assert sorted(o["kind"] for o in policy) == [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
+    networks = "k8s.v1.cni.cncf.io/networks"
+    try:
+        cluster.create_namespace(namespace)
+        items = {"apiVersion": "v1", "kind": "List", "items": policy}
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(items))
+        for name, labels in (("bonded", {"bond": "true"}), ("plain", {})):
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": labels,
+                    "annotations": {networks: "bond-injector/sriov-pf-a@net1"},
+                },
+                "spec": {
+                    "nodeName": "node-a",
+                    "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+                },
+            }
+            cluster.kubectl("create", "-f", "-", input=json.dumps(pod))
+
+        def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+            return cluster.kubectl("-n", namespace, *args, check=False)
+
+        evil = f"{networks}=other-team/their-nad@net1"
+        poll(
+            lambda: (
+                kubectl(
+                    "annotate", "pod", "bonded", "--overwrite", evil, "--dry-run=server"
+                ).returncode
+                != 0
+            ),
+            timeout=30,
+            what="the networks ValidatingAdmissionPolicy to be enforced",
+            interval=0.2,
+        )
+        status_patch = json.dumps({"metadata": {"annotations": {networks: "other/nad"}}})
+        for args, message in [
+            (
+                ["annotate", "pod", "bonded", "--overwrite", evil],
+                "from bond-injector/sriov-pf-a@net1 to other-team/their-nad@net1",
+            ),
+            (["annotate", "pod", "bonded", f"{networks}-"], "to (none)"),
+            (
+                ["patch", "pod", "bonded", "--subresource=status", "--type=merge",
+                 "-p", status_patch],
+                "to other/nad",
+            ),
+            (["label", "pod", "bonded", "bond-"], "the label(s) bond (metadata.labels)"),
+        ]:  # fmt: skip
+            refused = kubectl(*args)
+            assert refused.returncode != 0, args
+            assert f"pod {namespace}/bonded" in refused.stderr and message in refused.stderr
+            assert "delete the pod and create it again" in refused.stderr
+        got = json.loads(kubectl("get", "pod", "bonded", "-o", "json").stdout)["metadata"]
+        assert got["annotations"][networks] == "bond-injector/sriov-pf-a@net1"
+        assert got["labels"] == {"bond": "true"}
+        allowed = kubectl("annotate", "pod", "bonded", "example.com/note=fine")
+        assert allowed.returncode == 0, allowed.stderr
+        plain = kubectl("annotate", "pod", "plain", "--overwrite", evil)
+        assert plain.returncode == 0, plain.stderr
+    finally:
+        for obj in policy:
+            cluster.kubectl("delete", obj["kind"], obj["metadata"]["name"], check=False)
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 def _generation(cluster: Cluster, namespace: str, kind: str, name: str) -> int:
     obj = json.loads(cluster.kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout)
     generation: int = obj["metadata"]["generation"]
@@ -361,15 +486,17 @@ def test_upgrades_leave_the_node_pods_alone_unless_the_plugin_changes(cluster: C
     controller rolls pods on) moves only with the plugin. The node part lives in its own
     namespace, and the webhook gets the chart's PriorityClass."""
     release, namespace = f"up-{secrets.token_hex(3)}", f"up-{secrets.token_hex(3)}"
-    nodes = f"{namespace}-nodes"
+    nodes = f"{namespace}-node"
     fullname = f"{release}-bond-injector"
     daemonset = f"{fullname}-cni-installer"
     try:
-        cluster.create_namespace(nodes)
         _install(
-            cluster, release, namespace, "--no-hooks",
-            "--set", f"cniInstaller.namespace={nodes}", "--set", "cniInstaller.helper.enabled=true",
-        )  # fmt: skip
+            cluster, release, namespace, "--no-hooks", "--set", "cniInstaller.helper.enabled=true"
+        )
+        labels = json.loads(cluster.kubectl("get", "namespace", nodes, "-o", "json").stdout)[
+            "metadata"
+        ]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
         assert _generation(cluster, nodes, "daemonset", daemonset) == 1
         account = cluster.kubectl("-n", nodes, "get", "serviceaccount", daemonset, check=False)
         assert account.returncode == 0, account.stderr
@@ -442,3 +569,52 @@ def test_a_second_release_on_the_cluster_is_refused_with_the_first_ones_name(
         for release, ns in ((first, ns_one), (second, ns_two)):
             cluster.helm("uninstall", release, "-n", ns, "--wait", check=False)
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_the_release_namespace_can_enforce_restricted(cluster: Cluster) -> None:
+    """With the node DaemonSet in its own namespace, every pod left in the release namespace
+    (webhook, certificate Jobs and CronJob, the helm test) is admitted under Pod Security
+    `restricted`, asked of the apiserver with server-side dry-runs."""
+    namespace = f"restricted-{secrets.token_hex(3)}"
+    rendered = parse(helm(*template_args(namespace=namespace)).stdout)
+    templates: dict[str, dict[str, Any]] = {}
+    for r in rendered:
+        if r.obj["metadata"].get("namespace") != namespace:
+            continue
+        if r.kind in ("Deployment", "Job"):
+            templates[r.name] = r.obj["spec"]["template"]["spec"]
+        elif r.kind == "CronJob":
+            templates[r.name] = r.obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        elif r.kind == "Pod":
+            templates[r.name] = r.obj["spec"]
+    assert len(templates) == 5, sorted(templates)  # webhook, pre, post, renewal, helm test
+    assert not [
+        r for r in rendered if r.kind == "DaemonSet" and r.obj["metadata"]["namespace"] == namespace
+    ]
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": labels},
+    }
+    try:
+        cluster.kubectl("create", "-f", "-", input=json.dumps(ns))
+        cluster.wait_for_default_service_account(namespace)
+        for name, spec in templates.items():
+            account = spec.get("serviceAccountName")
+            if account:
+                cluster.kubectl("-n", namespace, "create", "serviceaccount", account, check=False)
+            admitted = {k: v for k, v in spec.items() if k != "priorityClassName"}  # none here
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name[:50].lower(), "namespace": namespace},
+                "spec": admitted,
+            }
+            result = cluster.kubectl(
+                "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+            )
+            assert result.returncode == 0, (name, result.stderr)
+            assert "violate" not in result.stderr, (name, result.stderr)
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -24,6 +24,7 @@ from tests.poll import poll
 from tests.rigs.cluster import Cluster
 from tests.rigs.dev import (
     NAMESPACE,
+    NODE_NAMESPACE,
     RELEASE,
     WebhookProcess,
     generate_certs,
@@ -91,7 +92,7 @@ class DoctorEnv:
 
     def installer_pods(self) -> list[dict[str, Any]]:
         selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=cni-installer"
-        pods: list[dict[str, Any]] = self.get("pods", "-n", NAMESPACE, "-l", selector)["items"]
+        pods: list[dict[str, Any]] = self.get("pods", "-n", NODE_NAMESPACE, "-l", selector)["items"]
         return pods
 
     def set_installer_ready(self, node: str, ready: bool) -> None:
@@ -114,7 +115,7 @@ class DoctorEnv:
             }
         }
         self.kubectl(
-            "-n", NAMESPACE, "patch", "pod", pod["metadata"]["name"], "--subresource=status",
+            "-n", NODE_NAMESPACE, "patch", "pod", pod["metadata"]["name"], "--subresource=status",
             "--type=merge", "-p", json.dumps(status),
         )  # fmt: skip
 

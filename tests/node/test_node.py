@@ -18,7 +18,7 @@ import pytest
 
 from tests.poll import poll
 from tests.rigs.cluster import REPO
-from tests.rigs.node import NAMESPACE, RELEASE
+from tests.rigs.node import NAMESPACE, NODE_NAMESPACE, RELEASE
 from tests.rigs.node_plugin import BondedNode, wait_for_phase
 
 pytestmark = pytest.mark.node
@@ -73,7 +73,9 @@ def test_the_chart_runs_on_the_node(bonded: BondedNode) -> None:
     assert deploy and all(
         d["status"].get("readyReplicas", 0) == d["spec"]["replicas"] for d in deploy
     )
-    ds = json.loads(cluster.kubectl("-n", NAMESPACE, "get", "ds", "-o", "json").stdout)["items"]
+    ds = json.loads(cluster.kubectl("-n", NODE_NAMESPACE, "get", "ds", "-o", "json").stdout)[
+        "items"
+    ]
     assert ds and all(d["status"].get("numberReady", 0) == 1 for d in ds)
     assert bonded.shell.run("test -x /opt/cni/bin/bond && /opt/cni/bin/bond probe && echo ok")
     tested = cluster.helm("test", RELEASE, "-n", NAMESPACE, "--timeout", "10m")

@@ -40,6 +40,7 @@ DEV_DIR = REPO / ".dev"
 CHART = REPO / "charts" / "bond-injector"
 RELEASE = "bond-injector"
 NAMESPACE = "bond-injector"
+NODE_NAMESPACE = f"{NAMESPACE}-node"  # the chart makes it for the node DaemonSet
 DEFAULT_PORT = 9443
 
 

@@ -52,6 +52,7 @@ STATE_DIR = REPO / ".node"
 CHART = REPO / "charts" / "bond-injector"
 RELEASE = "bond-injector"
 NAMESPACE = "bond-injector"
+NODE_NAMESPACE = f"{NAMESPACE}-node"  # the chart makes it for the node DaemonSet
 KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 NODE_NAME = "bond-node"
 NODE_IP = vm.GUEST_IP  # qemu user networking's guest address; restrict=on keeps it inside

@@ -169,8 +169,18 @@ client asks unless the runtime exports another (cni/helper/client/bond.c).
 {{- concat (list $bond) .args (list "--socket" "/run/bond-cni/helper.sock") | toJson }}
 {{- end }}
 
+{{/*
+The node part's own namespace (default `<release namespace>-node`): its pods need Pod Security
+`privileged` (hostPath, and with the helper host network and capabilities), which the webhook's
+namespace then does not have to allow.
+*/}}
 {{- define "bond-injector.cniInstaller.namespace" -}}
-{{- default .Release.Namespace .Values.cniInstaller.namespace }}
+{{- default (printf "%s-node" (.Release.Namespace | trunc 58 | trimSuffix "-")) .Values.cniInstaller.namespace }}
+{{- end }}
+
+{{/* The node pods' ServiceAccount as the apiserver names its tokens' user (for policies). */}}
+{{- define "bond-injector.cniInstaller.username" -}}
+{{- printf "system:serviceaccount:%s:%s" (include "bond-injector.cniInstaller.namespace" .) (include "bond-injector.cniInstaller.fullname" .) }}
 {{- end }}
 
 {{/*
