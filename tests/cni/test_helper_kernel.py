@@ -29,15 +29,15 @@ from typing import Any
 import pytest
 
 from cni.helper import wire
-from cni.plugin.commands import KILL_AFTER
+from cni.plugin.faults import KILL_AFTER
 from tests.cni.conftest import bond_config, require
 from tests.cni.helper_rig import (
     BOND,
-    GATE,
-    GATE_ON,
     GATED_IPAM,
+    IPAM_PLUGINS,
     Helper,
     call,
+    gate_args,
     gated_ipam,
     processes_naming,
     running_helper,
@@ -77,7 +77,14 @@ def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _serve_args(bin_dir: Path) -> list[str]:
     # The helper ignores the caller's CNI_PATH: the gated IPAM is found through its own.
-    return ["--cni-path", f"{bin_dir}:/usr/lib/cni", "--request-timeout", str(TIMEOUT)]
+    return [
+        "--cni-path",
+        f"{bin_dir}:/usr/lib/cni",
+        "--request-timeout",
+        str(TIMEOUT),
+        "--ipam-plugins",
+        IPAM_PLUGINS,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +127,7 @@ def _env(net: PodNet, container: str = "c1", **extra: str) -> dict[str, str]:
 
 def _gated(net: PodNet, gate: Path) -> dict[str, str]:
     """The call's environment, with which gated-host-local waits at `gate` during ADD."""
-    return _env(net, **{GATE: str(gate), GATE_ON: "ADD"})
+    return _env(net, **gate_args(gate, "ADD"))
 
 
 def _leases(data_dir: Path) -> list[str]:
