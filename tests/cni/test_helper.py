@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from cni.core.config import LOG_DIR
 from cni.helper import wire
 from tests.cni.conftest import bond_config, require
 from tests.cni.helper_rig import (
@@ -164,6 +165,26 @@ def test_log_file_only_in_the_log_folder(
     rc, out, err = call("DEL", conf, ENV, socket=helper.socket)
     assert (rc, out) == (0, b"") and f"cannot open logFile {node_log_file}" in err
     assert not outside.exists()
+
+
+def test_a_log_folder_that_is_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    """Issue 21: the plugin made the log folder with makedirs, which follows a symlink planted
+    as /var/log/bond-cni, so the append went wherever it pointed. Now the folder is opened
+    without following one: the logFile is not written (a warning says so), with or without the
+    helper. Each run has its own mount namespace, whose /var/log holds only that symlink."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    plant = f'mount -t tmpfs none /var/log && ln -s {elsewhere} {LOG_DIR} && exec "$0" "$@"'
+    planted = ["unshare", "--mount", "--propagation", "private", "sh", "-c", plant]
+    conf = bond_config("1.0.0", logFile=f"{LOG_DIR}/bond.log")
+    refused = f"cannot open logFile {LOG_DIR}/bond.log"
+    rc, out, err = call("DEL", conf, ENV, user=planted)
+    assert (rc, out) == (0, b"") and refused in err, err
+    with running_helper(tmp_path / "run" / "helper.sock", user=planted) as helper:
+        rc, out, err = call("DEL", conf, ENV, socket=helper.socket)
+        assert (rc, out) == (0, b"") and refused in err, err
+        assert helper.served("DEL") == 1
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_a_request_over_the_cap_runs_in_process_unsent(helper: Helper) -> None:
