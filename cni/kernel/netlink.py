@@ -254,6 +254,8 @@ def link_events(path: str) -> socket.socket:
         fileno = _netlink_socket_in(path)
     except OSError as exc:
         raise NetnsUnavailable(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
+    except OwnNetns as exc:  # a record naming the node's netns: never a pod's bond to watch
+        raise NetnsUnavailable(exc.code, exc.msg, exc.details) from exc
     sock = socket.socket(fileno=fileno)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.bind((0, 0))
