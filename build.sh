@@ -29,6 +29,8 @@ PY
 
 # No pkg_resources, whose runtime hook alone costs ~100 ms per start. The plugin speaks netlink
 # itself (cni/kernel/rtnl.py): pyroute2 is the tests' oracle and must stay out of the bundle.
+# No cni.plugin.faults: its test-only kill points must not be a caller's to set in a shipped
+# build (tests/cni/test_executable.py checks the bundle ignores them).
 "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
     --onedir --name bond-plugin \
     --paths . \
@@ -36,6 +38,7 @@ PY
     --exclude-module tkinter --exclude-module pydoc \
     --exclude-module pkg_resources --exclude-module setuptools \
     --exclude-module pytest --exclude-module _pytest --exclude-module pyroute2 \
+    --exclude-module cni.plugin.faults \
     --distpath "$work/dist" --workpath "$work/build" --specpath "$work" \
     "$work/bond.py"
 

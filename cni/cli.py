@@ -78,6 +78,7 @@ def _agent_cli(argv: list[str]) -> int:
 
 
 def _helper_cli(argv: list[str]) -> int:
+    from cni.core.policy import DEFAULT_IPAM_PLUGINS, NodePolicy  # noqa: PLC0415
     from cni.helper.server import DEFAULT_SOCKET  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
@@ -96,6 +97,24 @@ def _helper_cli(argv: list[str]) -> int:
         help="where requests' IPAM plugins are found, ':'-separated; replaces each request's "
         "CNI_PATH (default /opt/cni/bin)",
     )
+    serve_cmd.add_argument(
+        "--ipam-plugins",
+        default=",".join(DEFAULT_IPAM_PLUGINS),
+        help="the IPAM plugins (ipam.type) requests may name, ','-separated "
+        f"(default {','.join(DEFAULT_IPAM_PLUGINS)})",
+    )
+    serve_cmd.add_argument(
+        "--allow-host-links",
+        action="store_true",
+        help="let linksInContainer: false move node links into pods (never one a default route "
+        "goes out of); off, such requests are refused whatever their allowHostLinks says",
+    )
+    serve_cmd.add_argument(
+        "--proc-netns",
+        action="store_true",
+        help="also serve CNI_NETNS paths /proc/<pid>/ns/net (cri-dockerd), besides files "
+        "directly in /run/netns and /var/run/netns",
+    )
     serve_cmd.add_argument("--log-level", default="INFO", help="DEBUG lists lazy imports")
     probe_cmd = commands.add_parser("probe", help="exit 0 when a helper answers")
     probe_cmd.add_argument("--socket", default=default, help=f"(default {default})")
@@ -107,6 +126,12 @@ def _helper_cli(argv: list[str]) -> int:
         return probe(args.socket, args.timeout)
     if args.max_children < 0 or args.spares < 0:
         parser.error("--max-children and --spares must be 0 or more")
+    ipam_plugins = tuple(name for name in args.ipam_plugins.split(",") if name)
+    if any("/" in name for name in ipam_plugins):
+        parser.error("--ipam-plugins takes plugin names, not paths")
+    policy = NodePolicy.helper(
+        host_links=args.allow_host_links, ipam_plugins=ipam_plugins, proc_netns=args.proc_netns
+    )
     from cni.helper.server import HelperError, log, serve  # noqa: PLC0415
 
     handler = logging.StreamHandler(sys.stderr)
@@ -116,7 +141,12 @@ def _helper_cli(argv: list[str]) -> int:
     log.propagate = False
     try:
         return serve(
-            args.socket, args.max_children, args.request_timeout, args.spares, args.cni_path
+            args.socket,
+            args.max_children,
+            args.request_timeout,
+            args.spares,
+            cni_path=args.cni_path,
+            policy=policy,
         )
     except HelperError as exc:
         log.error("%s", exc)

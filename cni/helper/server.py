@@ -14,10 +14,16 @@ RequestTimeout in its child, wherever the plugin is: ADD unwinds its undo stack 
 and the client gets error 11 saying so, not a second run of the same ADD.
 
 The helper must see the node's paths as the runtime does: the child opens CNI_NETNS paths, execs
-IPAM plugins and writes `logFile`, all as the in-process plugin would. What a caller cannot choose:
-- CNI_PATH: IPAM plugins are looked up only in the helper's own `--cni-path` (default
-  /opt/cni/bin); the request's CNI_PATH is replaced, or any root process reaching the socket could
-  have the helper exec a program of its choosing (CNI_PATH=/bin and `ipam.type: "sh"`);
+IPAM plugins and writes `logFile`, all as the in-process plugin would. A caller is any root
+process that reaches the socket, not the runtime, so the node decides (cni.core.policy):
+- CNI_NETNS: only a file directly in /run/netns or /var/run/netns, not a symlink (and
+  /proc/<pid>/ns/net only with --proc-netns); never the node's own netns, compared by inode;
+- host links: `linksInContainer: false` only with --allow-host-links (a NAD's allowHostLinks is
+  any namespace user's to write), and never a link a default route goes out of;
+- IPAM: only the plugins named by --ipam-plugins, looked up only in the helper's own
+  `--cni-path` (the request's CNI_PATH is replaced, or CNI_PATH=/bin and `ipam.type: "sh"` would
+  run a shell), exec'd with the CNI variables and a fixed PATH only, never the caller's
+  environment (LD_PRELOAD);
 - `logFile`: only a file in cni.core.config.LOG_DIR (checked in the plugin, in and out of here);
 - size: a request is at most wire.MAX_REQUEST bytes, and at most --max-children run at once.
 Only clients running as root or as the helper's own uid are served; the socket is created 0600
@@ -40,6 +46,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from cni.core.errors import TRY_AGAIN_LATER, CNIError
+from cni.core.policy import DEFAULT_IPAM_PLUGINS, NodePolicy
 from cni.helper import wire
 from cni.plugin.dispatch import invoke
 
@@ -148,13 +155,21 @@ def read_to_eof(conn: socket.socket, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def run_request(request: wire.Request, cni_path: str = DEFAULT_CNI_PATH) -> wire.Response:
-    """The plugin on one request's environment and stdin (in a child), with CNI_PATH replaced by
-    the helper's own `cni_path` (a caller-chosen one would let it pick what the helper execs)."""
+DEFAULT_POLICY = NodePolicy.helper(
+    host_links=False, ipam_plugins=DEFAULT_IPAM_PLUGINS, proc_netns=False
+)
+
+
+def run_request(
+    request: wire.Request, cni_path: str = DEFAULT_CNI_PATH, policy: NodePolicy = DEFAULT_POLICY
+) -> wire.Response:
+    """The plugin on one request's environment and stdin (in a child), under the node's
+    `policy`, with CNI_PATH replaced by the helper's own `cni_path` (a caller-chosen one would
+    let it pick what the helper execs)."""
     env = dict(request.env)
     if env.get("CNI_PATH"):  # one without gets the plugin's own "missing" error, as in process
         env["CNI_PATH"] = cni_path
-    return wire.Response(*invoke(env, request.stdin))
+    return wire.Response(*invoke(env, request.stdin, policy))
 
 
 class RequestTimeout(CNIError):
@@ -186,7 +201,9 @@ def _arm_timeout(seconds: float) -> None:
     signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
-def _child(conn: socket.socket, peer: int, timeout: float, cni_path: str) -> NoReturn:
+def _child(
+    conn: socket.socket, peer: int, timeout: float, cni_path: str, policy: NodePolicy
+) -> NoReturn:
     status = 1
     try:
         _arm_timeout(timeout)
@@ -196,7 +213,7 @@ def _child(conn: socket.socket, peer: int, timeout: float, cni_path: str) -> NoR
         before = set(sys.modules) if log.isEnabledFor(logging.DEBUG) else None
         request = wire.decode_request(read_to_eof(conn, wire.MAX_REQUEST))
         conn.sendall(wire.HEADER)  # started: from here on the client never runs it again
-        response = run_request(request, cni_path)
+        response = run_request(request, cni_path, policy)
         signal.setitimer(signal.ITIMER_REAL, 0)
         conn.sendall(wire.encode_answer(response))
         log.info(
@@ -218,14 +235,16 @@ def _child(conn: socket.socket, peer: int, timeout: float, cni_path: str) -> NoR
         os._exit(status)
 
 
-def _spare(line: socket.socket, timeout: float, cni_path: str, warm: bool) -> NoReturn:
+def _spare(
+    line: socket.socket, timeout: float, cni_path: str, policy: NodePolicy, warm: bool
+) -> NoReturn:
     """A child: wait for the helper to pass it a connection, then serve that one."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if warm:
         # Copy-on-write: the first run through the plugin copies the pages it writes. A child
         # forked ahead does that idle, not on a caller's clock.
-        run_request(wire.Request({"CNI_COMMAND": "VERSION"}, b""), cni_path)
+        run_request(wire.Request({"CNI_COMMAND": "VERSION"}, b""), cni_path, policy)
     try:
         message, fds, _flags, _addr = socket.recv_fds(line, 16, 1)
     except OSError:
@@ -234,7 +253,7 @@ def _spare(line: socket.socket, timeout: float, cni_path: str, warm: bool) -> No
     if not fds or len(message) != 4:  # the helper is stopping, or gone: nothing to serve
         os._exit(0)
     (peer,) = struct.unpack("=i", message)
-    _child(socket.socket(fileno=fds[0]), peer, timeout, cni_path)
+    _child(socket.socket(fileno=fds[0]), peer, timeout, cni_path, policy)
 
 
 @dataclass
@@ -254,10 +273,13 @@ class _Pool:
         spares: int,
         max_children: int,
         timeout: float,
+        *,
         cni_path: str,
+        policy: NodePolicy,
     ) -> None:
         self._listener = listener
         self._cni_path = cni_path
+        self._policy = policy
         self._spares = spares
         self._max = max_children
         self._timeout = timeout
@@ -277,7 +299,7 @@ class _Pool:
             self._listener.close()
             for spare in self.idle:  # or an idle sibling never sees the helper hang up
                 spare.line.close()
-            _spare(theirs, self._timeout, self._cni_path, warm)
+            _spare(theirs, self._timeout, self._cni_path, self._policy, warm)
         theirs.close()
         self.children.add(pid)
         return _Spare(pid, ours)
@@ -332,10 +354,13 @@ def serve(
     max_children: int = 64,
     request_timeout: float = 300.0,
     spares: int = 2,
+    *,
     cni_path: str = DEFAULT_CNI_PATH,
+    policy: NodePolicy = DEFAULT_POLICY,
 ) -> int:
     """Serve until SIGTERM or SIGINT; then remove the socket and let requests in flight finish.
-    `cni_path` (os.pathsep-separated) is where requests find their IPAM plugins."""
+    `cni_path` (os.pathsep-separated) is where requests find their IPAM plugins; `policy` what
+    the node allows a request (cni.core.policy)."""
     started = time.monotonic()
     check_folder(path)  # before the slow preload: a wrong folder fails at once
     preload()
@@ -353,17 +378,21 @@ def serve(
     listener.settimeout(0.5)
     gc.collect()
     gc.freeze()  # children share the preloaded heap instead of copying it on the first collection
-    pool = _Pool(listener, spares, max_children, request_timeout, cni_path)
+    pool = _Pool(listener, spares, max_children, request_timeout, cni_path=cni_path, policy=policy)
     pool.top_up()
     log.info(
         "serving on %s: pid %d, %d modules preloaded in %.0f ms, %d spare children, "
-        "IPAM plugins from %s",
+        "IPAM plugins %s from %s, host links %s, netns in %s%s",
         path,
         os.getpid(),
         len(sys.modules),
         (time.monotonic() - started) * 1000,
         len(pool.idle),
+        ",".join(sorted(policy.ipam_plugins or ())),
         cni_path,
+        "allowed" if policy.host_links else "refused",
+        ", ".join(policy.netns_folders or ()),
+        " and /proc/<pid>/ns/net" if policy.proc_netns else "",
     )
     try:
         while not stopping:

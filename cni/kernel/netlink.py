@@ -14,10 +14,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from cni.core.errors import PLUGIN_FAILURE, CNIError
+from cni.core.policy import own_netns_error
 from cni.kernel import rtnl
 from cni.kernel.rtnl import Link, NetlinkError, VfInfo
 
-__all__ = ["Link", "Netns", "NetnsUnavailable", "VfInfo", "link_events", "own_netns_fd"]
+__all__ = [
+    "Link",
+    "Netns",
+    "NetnsUnavailable",
+    "OwnNetns",
+    "VfInfo",
+    "link_events",
+    "open_netns",
+    "own_netns_fd",
+]
 
 _CLONE_NEWNET = 0x40000000
 _NETLINK_ROUTE = 0
@@ -32,6 +42,10 @@ def _failed(what: str, exc: Exception) -> CNIError:
 
 class NetnsUnavailable(CNIError):
     """The network namespace cannot be opened: gone, or not a namespace (DEL tolerates this)."""
+
+
+class OwnNetns(CNIError):
+    """CNI_NETNS names the namespace this process runs in (the node's): never a pod's."""
 
 
 class Netns:
@@ -165,6 +179,14 @@ class Netns:
     def add_address(self, index: int, cidr: str) -> None:
         self._do(f"add address {cidr} to link {index}", rtnl.new_address(index, cidr))
 
+    def default_route_links(self) -> set[int]:
+        """Indexes of the links any default route (IPv4 or IPv6, any table) goes out of."""
+        found: set[int] = set()
+        for kind, payload in self._do("dump routes", rtnl.dump_routes()):
+            if kind == rtnl.RTM_NEWROUTE:
+                found |= rtnl.default_route_links(payload)
+        return found
+
     def addresses(self, index: int) -> set[str]:
         found = set()
         for kind, payload in self._do("dump addresses", rtnl.dump_addresses()):
@@ -187,8 +209,12 @@ def _netlink_socket_in(path: str) -> int:
     import ctypes  # noqa: PLC0415
 
     libc = ctypes.CDLL(None, use_errno=True)
-    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    target = open_netns(path)
+    try:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(target)
+        raise
     try:
         if libc.setns(target, _CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
@@ -204,6 +230,22 @@ def _netlink_socket_in(path: str) -> int:
         os.close(target)
 
 
+def open_netns(path: str) -> int:
+    """An fd of the netns at `path`; OwnNetns when that is this thread's own (the node's, for the
+    plugin and the hostNetwork helper): compared by inode, whatever the path's spelling."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        opened, own = os.fstat(fd), os.stat("/proc/thread-self/ns/net")
+    except OSError:
+        os.close(fd)
+        raise
+    if (opened.st_dev, opened.st_ino) == (own.st_dev, own.st_ino):
+        os.close(fd)
+        error = own_netns_error(path)
+        raise OwnNetns(error.code, error.msg, error.details)
+    return fd
+
+
 def link_events(path: str) -> socket.socket:
     """A non-blocking NETLINK_ROUTE socket in the netns at `path` that receives that netns' link
     notifications (RTNLGRP_LINK); NetnsUnavailable if the netns cannot be opened. The socket
@@ -212,6 +254,8 @@ def link_events(path: str) -> socket.socket:
         fileno = _netlink_socket_in(path)
     except OSError as exc:
         raise NetnsUnavailable(PLUGIN_FAILURE, f"cannot open netns {path}", str(exc)) from exc
+    except OwnNetns as exc:  # a record naming the node's netns: never a pod's bond to watch
+        raise NetnsUnavailable(exc.code, exc.msg, exc.details) from exc
     sock = socket.socket(fileno=fileno)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.bind((0, 0))

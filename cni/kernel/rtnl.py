@@ -31,7 +31,7 @@ from typing import Any
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE = 20, 22, 24
+RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP = 0x300
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
@@ -52,7 +52,8 @@ RTEXT_FILTER_VF = 1
 _NOT_REPORTED = 0xFFFFFFFF  # a VF setting the driver does not report (the kernel's -1)
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 IFA_F_NODAD = 0x02
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_TABLE = 1, 4, 5, 6, 8, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_MULTIPATH = 1, 4, 5, 6, 8, 9
+RTA_TABLE = 15
 RTAX_MTU = 2
 RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
 SCOPES = {"universe": 0, "site": 200, "link": 253, "host": 254}
@@ -299,6 +300,34 @@ def dump_links() -> tuple[int, int, bytes]:
 
 def dump_addresses() -> tuple[int, int, bytes]:
     return RTM_GETADDR, NLM_F_DUMP, _IFA.pack(0, 0, 0, 0, 0)
+
+
+def dump_routes() -> tuple[int, int, bytes]:
+    """Every route of every family and table."""
+    return RTM_GETROUTE, NLM_F_DUMP, _RTM.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+_RTNH = struct.Struct("=HBBi")  # rtnexthop: len, flags, hops, ifindex
+
+
+def default_route_links(payload: bytes) -> set[int]:
+    """The links an RTM_NEWROUTE goes out of when it is a default route (dst_len 0, unicast);
+    every nexthop's of a multipath one. Empty for any other route."""
+    _family, dst_len, _src, _tos, _table, _proto, _scope, kind, _flags = _RTM.unpack_from(payload)
+    if dst_len or kind != RTN_UNICAST:
+        return set()
+    found = attrs(payload[_RTM.size :])
+    links = set()
+    if (oif := found.get(RTA_OIF)) is not None and len(oif) >= 4:
+        links.add(struct.unpack_from("=i", oif)[0])
+    hops = found.get(RTA_MULTIPATH, b"")
+    while len(hops) >= _RTNH.size:
+        length, _hflags, _hops, index = _RTNH.unpack_from(hops)
+        links.add(index)
+        if length < _RTNH.size:
+            break
+        hops = hops[_align(length) :]
+    return links
 
 
 def new_bond(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import signal
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,15 +20,19 @@ from cni.core.errors import (
     CNIError,
     apply_policy,
 )
-from cni.kernel.netlink import Link, Netns, NetnsUnavailable, own_netns_fd
+from cni.core.policy import NodePolicy
+from cni.kernel.netlink import Link, Netns, NetnsUnavailable, open_netns, own_netns_fd
 from cni.plugin import records
 
+try:  # test-only fault points: build.sh leaves this module out of the shipped bin/bond
+    from cni.plugin.faults import after_step
+except ImportError:  # pragma: no cover - the shipped build
+
+    def after_step(env: Mapping[str, str], name: str) -> None:
+        """No fault points in a shipped build."""
+
+
 log = logging.getLogger("cni.bond")
-# Test-only fault point (tests/cni/test_helper_kernel.py): with this set to a step's name (see
-# _step calls in cmd_add) in the call's environment, ADD SIGKILLs its own process right after that
-# step, as an OOM kill or a crash there would, to show that DEL then cleans up. It can end no
-# process but the one serving that very call, so it grants a caller nothing.
-KILL_AFTER = "BOND_CNI_TEST_KILL_AFTER"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Args:
     ifname: str
     path: str
     env: Mapping[str, str]
+    policy: NodePolicy = dataclasses.field(default_factory=NodePolicy)
 
 
 def _best_effort(what: str, step: Callable[[], object]) -> Callable[[], None]:
@@ -56,8 +61,7 @@ def _best_effort(what: str, step: Callable[[], object]) -> Callable[[], None]:
 
 
 def _step(args: Args, name: str) -> None:
-    if args.env.get(KILL_AFTER) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    after_step(args.env, name)
 
 
 def _ipam(conf: BondConfig, args: Args) -> Any:
@@ -65,7 +69,7 @@ def _ipam(conf: BondConfig, args: Args) -> Any:
         return None
     from cni.plugin.ipam import Ipam  # noqa: PLC0415 - only configs with IPAM pay for subprocess
 
-    return Ipam(conf.raw, args.env)
+    return Ipam(conf.raw, args.env)  # it execs with the CNI variables only (policy.ipam_env)
 
 
 def _slave_links(present: Mapping[str, Link], conf: BondConfig) -> list[Link]:
@@ -104,16 +108,30 @@ def _readiness(conf: BondConfig, slaves: list[Link]) -> None:
 
 
 def _move_in(conf: BondConfig, args: Args, undo: ExitStack) -> None:
-    """linksInContainer: false (opted in): pull the named host links into the pod."""
-    fd = os.open(args.netns, os.O_RDONLY)
+    """linksInContainer: false (the node allows it): pull the named host links into the pod,
+    each checked before any moves. Never a link a default route of the node goes out of: that
+    would cut the node off."""
+    fd = open_netns(args.netns)
     try:
         with Netns(None) as host:
+            present = host.links()
+            defaults = host.default_route_links()
+            links = []
             for name in conf.links:
-                link = host.link(name)
+                link = present.get(name)
                 if link is None:
                     raise CNIError(
                         INVALID_CONFIG, f"host link {name!r} from 'links' does not exist"
                     )
+                if link.index in defaults:
+                    raise CNIError(
+                        INVALID_CONFIG,
+                        f"host link {name!r} from 'links' carries the node's default route",
+                        "the plugin never moves it into a pod: name other links",
+                    )
+                links.append(link)
+            for link in links:
+                name = link.name
                 host.set_state(link.index, False)
                 host.move(link.index, fd)
                 undo.callback(_best_effort(f"move {name} back", _mover(args, name)))
@@ -302,7 +320,15 @@ def _del_in_netns(args: Args, conf: BondConfig) -> None:
             for slave in enslaved:
                 pod.set_state(slave.index, True)
     if not conf.links_in_container:
-        _move_out(args, list(conf.links))
+        if args.policy.host_links:
+            _move_out(args, list(conf.links))
+        else:  # ADD would have refused: nothing of the node's is in there to give back
+            log.warning(
+                "DEL %s: linksInContainer is false but this node does not allow host links "
+                "(%s): no link moved back",
+                args.container_id,
+                args.policy.via,
+            )
 
 
 def cmd_check(args: Args, conf: BondConfig) -> None:

@@ -8,6 +8,7 @@ that VERSION and early errors cost little more than the interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import Any
 
 from cni.core.errors import INVALID_ENV, IO_FAILURE, PLUGIN_FAILURE, CNIError
 from cni.core.ifname import ifname_problem
+from cni.core.policy import NodePolicy, check_host_links, check_ipam_type, check_netns_path
 from cni.core.spec import LATEST, SUPPORTED_VERSIONS, check_version, decode
 
 _REQUIRED_ENV = {
@@ -51,12 +53,34 @@ def _check_env(command: str, env: Mapping[str, str]) -> None:
         raise CNIError(INVALID_ENV, f"CNI_IFNAME {ifname!r} {problem}")
 
 
+def _check_netns(env: Mapping[str, str], policy: NodePolicy) -> None:
+    """The helper's rule for CNI_NETNS: a file directly in a runtime's netns folder, not a
+    symlink (or /proc/<pid>/ns/net with --proc-netns). That it is not the node's own netns is
+    checked at each open (cni.kernel.netlink.open_netns), in process too."""
+    path = env.get("CNI_NETNS", "")
+    check_netns_path(path, policy)
+    if policy.netns_folders is None or not path or path.startswith("/proc/"):
+        return  # the runtime's own call, or a /proc path (a magic link by nature)
+    if os.path.islink(path):
+        raise CNIError(
+            INVALID_ENV,
+            f"CNI_NETNS {path!r} is a symlink, which the bond CNI helper does not follow",
+            "pass the netns file the runtime pinned itself, not a link to one",
+        )
+
+
 def run(
-    command: str, env: Mapping[str, str], stdin: bytes, log_file: LogFile | None = None
+    command: str,
+    env: Mapping[str, str],
+    stdin: bytes,
+    log_file: LogFile | None = None,
+    policy: NodePolicy | None = None,
 ) -> dict[str, Any] | None:
     """One invocation: the result to print (None for none), or CNIError. `log_file` is called
-    with the config's logFile, once the config is valid."""
+    with the config's logFile, once the config is valid. `policy` is what the node allows
+    (default: the runtime's own call, NodePolicy.in_process(env))."""
     _check_env(command, env)
+    policy = NodePolicy.in_process(env) if policy is None else policy
     if command == "VERSION":
         asked = decode(stdin).get("cniVersion") if stdin.strip() else None
         version = asked if isinstance(asked, str) and asked in SUPPORTED_VERSIONS else LATEST
@@ -67,7 +91,13 @@ def run(
     from cni.core import config  # noqa: PLC0415
     from cni.plugin import commands  # noqa: PLC0415
 
+    if command in ("ADD", "CHECK", "DEL"):
+        _check_netns(env, policy)
     conf = config.parse(data, env.get("CNI_IFNAME") or None)
+    if command == "ADD":
+        check_host_links(conf.links_in_container, policy)
+    if conf.ipam is not None:
+        check_ipam_type(str(conf.ipam["type"]), policy)
     if conf.log_file and log_file is not None:
         log_file(conf.log_file)
     args = commands.Args(
@@ -77,6 +107,7 @@ def run(
         ifname=env.get("CNI_IFNAME", ""),
         path=env.get("CNI_PATH", ""),
         env=dict(env),
+        policy=policy,
     )
     handlers: dict[str, Callable[[commands.Args, config.BondConfig], dict[str, Any] | None]] = {
         "ADD": commands.cmd_add,
@@ -88,19 +119,25 @@ def run(
     return handlers[command](args, conf)
 
 
-def invoke(env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes, bytes]:
+def invoke(
+    env: Mapping[str, str], stdin: bytes, policy: NodePolicy | None = None
+) -> tuple[int, bytes, bytes]:
     """(exit code, stdout, stderr) of one invocation: what the plugin executable would give."""
     err = io.StringIO()
     with _logging(err, env.get("BOND_CNI_LOG_LEVEL", "")) as log_file:
-        code, out = _answer(env.get("CNI_COMMAND", ""), env, stdin, log_file)
+        code, out = _answer(env.get("CNI_COMMAND", ""), env, stdin, log_file, policy)
     return code, out, err.getvalue().encode(errors="backslashreplace")
 
 
 def _answer(
-    command: str, env: Mapping[str, str], stdin: bytes, log_file: LogFile
+    command: str,
+    env: Mapping[str, str],
+    stdin: bytes,
+    log_file: LogFile,
+    policy: NodePolicy | None,
 ) -> tuple[int, bytes]:
     try:
-        out = run(command, env, stdin, log_file)
+        out = run(command, env, stdin, log_file, policy)
     except CNIError as exc:
         log.error("%s failed: code %d: %s %s", command or "?", exc.code, exc.msg, exc.details)
         return 1, _json(exc.to_dict(_error_version(stdin)))
@@ -149,12 +186,20 @@ def _logging(stderr: io.StringIO, level_name: str) -> Iterator[LogFile]:
         log.warning("BOND_CNI_LOG_LEVEL %r is not a logging level; using WARNING", level_name)
 
     def log_file(path: str) -> None:
-        # config.parse allows only a file directly in LOG_DIR; a symlink planted there must not
-        # lead the append elsewhere either.
+        # config.parse allows only a file directly in LOG_DIR; a symlink planted there, as the
+        # folder or as the file, must not lead the append elsewhere: the folder is opened
+        # without following a link, the file relative to it, likewise.
+        folder, name = os.path.split(path)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            stream = open(os.open(path, flags, 0o640), "a", encoding="utf-8")  # noqa: SIM115
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, 0o755)
+            where = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                fd = os.open(name, flags, 0o640, dir_fd=where)
+            finally:
+                os.close(where)
+            stream = open(fd, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             log.warning("cannot open logFile %s: %s", path, exc)
             return

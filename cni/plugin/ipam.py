@@ -1,5 +1,6 @@
-"""Run the IPAM plugin named in the config, as the spec's delegation: the request's own
-environment (not this process's: the helper serves many requests) and the same stdin."""
+"""Run the IPAM plugin named in the config, as the spec's delegation: the request's CNI variables
+(not this process's: the helper serves many requests; and none of the caller's others, such as
+LD_PRELOAD: cni.core.policy.ipam_env) and the same stdin."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cni.core.errors import (
     PLUGIN_FAILURE,
     CNIError,
 )
+from cni.core.policy import ipam_env
 from cni.core.spec import highest_common
 
 log = logging.getLogger("cni.plugin.ipam")
@@ -32,7 +34,7 @@ def find(plugin: str, cni_path: str) -> str:
 
 
 def _run(path: str, command: str, conf: Mapping[str, Any], env: Mapping[str, str]) -> bytes:
-    child_env = {**env, "CNI_COMMAND": command}
+    child_env = ipam_env(env, command)
     proc = subprocess.run(
         [path], input=json.dumps(conf).encode(), env=child_env, capture_output=True, check=False
     )

@@ -8,7 +8,8 @@
 #
 # A file is copied to a temporary name in DEST, then renamed over DEST/bond (rename is atomic on
 # one filesystem). A bundle is copied to a temporary directory, renamed to DEST/.bond-<digest>,
-# and DEST/bond becomes a relative symlink to its executable, swapped in by one rename.
+# and DEST/bond becomes a relative symlink to its executable, swapped in by one rename. An
+# existing DEST/.bond-<digest> is used only if its content has that digest; else it is replaced.
 # After installing, it sleeps (a DaemonSet pod must keep running); INSTALL_ONLY=1 exits instead.
 set -eu
 
@@ -22,9 +23,15 @@ log() { echo "install-bond-cni: $*" >&2; }
 [ -d "$DEST" ] || { log "$DEST is not a directory: mount the host's CNI bin directory there"; exit 1; }
 
 digest() {
-  # A content digest of the file or bundle, so an unchanged plugin is not reinstalled.
+  # A content digest of the file or bundle: every file's bytes and every symlink's target, by
+  # path, so an unchanged plugin is not reinstalled and a changed or added one is noticed.
   if [ -d "$1" ]; then
-    (cd "$1" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16
+    (
+      cd "$1" &&
+        { find . -type f -exec sha256sum {} + &&
+          find . -type l -exec sh -c 'for l; do printf "link %s %s\n" "$l" "$(readlink "$l")"; done' _ {} +; } |
+        LC_ALL=C sort
+    ) | sha256sum | cut -c1-16
   else
     sha256sum "$1" | cut -c1-16
   fi
@@ -38,6 +45,16 @@ trap cleanup EXIT
 if [ -d "$SOURCE" ]; then
   [ -x "$SOURCE/$NAME" ] || { log "bundle $SOURCE has no executable $NAME"; exit 1; }
   bundle=".$NAME-$want"
+  # A folder of that name is trusted only when its content has that digest: anything that can
+  # write the CNI bin folder could have planted or changed one under the name.
+  if [ -d "$DEST/$bundle" ] && [ "$(digest "$DEST/$bundle")" != "$want" ]; then
+    log "$DEST/$bundle does not hold bundle $want: replacing it"
+    rm -rf "$tmp"
+    cp -R "$SOURCE" "$tmp"
+    mv "$DEST/$bundle" "$DEST/$bundle.bad.$$"
+    mv "$tmp" "$DEST/$bundle"
+    rm -rf "$DEST/$bundle.bad.$$"
+  fi
   if [ "$(readlink "$DEST/$NAME" 2>/dev/null || true)" = "$bundle/$NAME" ] && [ -x "$DEST/$bundle/$NAME" ]; then
     log "$DEST/$NAME is already bundle $want"
   else

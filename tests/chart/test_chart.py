@@ -538,11 +538,15 @@ def test_the_helper_runs_on_the_host_network_with_two_capabilities() -> None:
     (helper,) = spec["containers"]
     assert helper["name"] == "helper"
     assert helper["image"] == install["image"]
+    # What the node allows any caller of the socket: by default the four usual IPAM plugins,
+    # no node links, netns only under /run/netns and /var/run/netns (issue 21).
     assert helper["command"] == [
         "/opt/cni/bin/bond",
         "serve",
         "--cni-path",
         "/opt/cni/bin",
+        "--ipam-plugins",
+        "dhcp,host-local,static,whereabouts",
         "--socket",
         SOCKET,
     ]
@@ -563,6 +567,7 @@ def test_the_helper_runs_on_the_host_network_with_two_capabilities() -> None:
         "cni-state": ("/var/lib/cni", "/var/lib/cni"),
         "netns": ("/run/netns", "/run/netns"),
         "socket": ("/run/bond-cni", "/run/bond-cni"),
+        "logs": ("/var/log/bond-cni", "/var/log/bond-cni"),  # a config's logFile, honoured
         "records": ("/var/lib/bond-cni", "/var/lib/bond-cni"),
         "extra-whereabouts": ("/etc/cni/net.d/whereabouts.d", "/etc/cni/net.d/whereabouts.d"),
     }
@@ -596,6 +601,23 @@ def test_proc_netns_paths_add_host_pid_and_sys_ptrace_only() -> None:
         "add": ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"],
     }
     assert helper["securityContext"]["privileged"] is False
+    assert helper["command"][-3:] == ["--proc-netns", "--socket", SOCKET]
+
+
+def test_the_node_side_helper_settings_become_its_flags() -> None:
+    """Host links and the IPAM allowlist are the node's to set (values), never a NAD's."""
+    sets = (
+        "cniInstaller.helper.enabled=true",
+        "cniInstaller.helper.allowHostLinks=true",
+        "cniInstaller.helper.ipamPlugins.dhcp=false",
+        "cniInstaller.helper.ipamPlugins.my-ipam=true",
+    )
+    (helper,) = _installer_pod(render(sets=sets))["containers"]
+    assert helper["command"][4:7] == [
+        "--ipam-plugins",
+        "host-local,my-ipam,static,whereabouts",
+        "--allow-host-links",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -617,6 +639,8 @@ def test_the_helper_runs_the_nodes_copy_at_host_bin_dir_on_the_socket(
         "serve",
         "--cni-path",
         bond[: -len("/bond")],
+        "--ipam-plugins",
+        "dhcp,host-local,static,whereabouts",
         "--socket",
         SOCKET,
     ]

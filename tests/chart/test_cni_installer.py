@@ -84,3 +84,33 @@ def test_a_missing_host_directory_is_reported(tmp_path: Path) -> None:
     result = _install(_bundle(tmp_path, "1"), tmp_path / "missing")
     assert result.returncode == 1
     assert "is not a directory: mount the host's CNI bin directory there" in result.stderr
+
+
+def test_a_bundle_folder_is_trusted_by_its_content_not_its_name(tmp_path: Path) -> None:
+    """Issue 21: an existing `.bond-<digest>` folder was used because of its name. Whoever can
+    write the CNI bin folder could plant one (or change the installed one) for the runtime to
+    exec as root. Now its content must have that digest, else it is replaced from the image."""
+    dest = tmp_path / "bin"
+    dest.mkdir()
+    v1 = _bundle(tmp_path, "1")
+    assert _install(v1, dest).returncode == 0
+    folder = dest / os.readlink(dest / "bond").split("/")[0]
+    # Changed in place behind the installed symlink: one file rewritten, one symlink added.
+    (folder / "bond").write_text("#!/bin/sh\necho planted\n")
+    (folder / "_internal" / "extra.so").symlink_to("/tmp/planted.so")
+    assert _run_plugin(dest) == "planted\n"
+    again = _install(v1, dest)
+    assert again.returncode == 0, again.stderr
+    assert f"{folder} does not hold bundle" in again.stderr
+    assert '"version": "1"' in _run_plugin(dest)
+    assert not (folder / "_internal" / "extra.so").is_symlink()
+    # Planted before the first install, under the name the image's bundle will have.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    planted = fresh / folder.name
+    planted.mkdir()
+    (planted / "bond").write_text("#!/bin/sh\necho planted\n")
+    (planted / "bond").chmod(0o755)
+    assert _install(v1, fresh).returncode == 0
+    assert '"version": "1"' in _run_plugin(fresh)
+    assert sorted(p.name for p in fresh.iterdir()) == sorted(["bond", folder.name])  # no leftover

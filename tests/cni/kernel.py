@@ -20,9 +20,12 @@ def invoke(
     ifname: str = "bond0",
     netns: str | None = None,
     cni_path: str = CNI_PATH,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
-    """One plugin call in this process (the logic under test, without per-call imports)."""
+    """One plugin call in this process (the logic under test, without per-call imports);
+    `extra_env` adds to its environment (the runtime's: e.g. BOND_CNI_ALLOW_HOST_LINKS)."""
     env = {
+        **(extra_env or {}),
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container,
         "CNI_NETNS": netns if netns is not None else (net.pod_netns_path if net else ""),

@@ -14,6 +14,7 @@ import pytest
 
 from cni.core import result
 from cni.core.errors import CNIError
+from cni.core.policy import HOST_LINKS_ENV
 from cni.core.spec import SUPPORTED_VERSIONS, at_least
 from tests.cni.conftest import bond_config
 from tests.cni.kernel import addresses, invoke, link_details, slaves_released
@@ -318,8 +319,9 @@ def test_rollback_leaves_nothing_behind(pod_net: PodNet, tmp_path: Path) -> None
 
 
 def test_host_links_move_in_and_back(pod_net: PodNet) -> None:
-    # linksInContainer: false (opted in) pulls links from the plugin's own netns; a netns stands in
-    # for the host, entered by this very process (pushns) so the plugin runs in-process there.
+    # linksInContainer: false pulls links from the plugin's own netns where the node allows it
+    # (here the runtime's BOND_CNI_ALLOW_HOST_LINKS); a netns stands in for the host, entered by
+    # this very process (pushns) so the plugin runs in-process there.
     from pyroute2.netns import popns, pushns  # noqa: PLC0415 - only this test enters a netns
 
     host = pod_net.switch_netns
@@ -328,12 +330,16 @@ def test_host_links_move_in_and_back(pod_net: PodNet) -> None:
     conf = bond_config(
         links=[{"name": "hl1"}, {"name": "hl2"}], linksInContainer=False, allowHostLinks=True
     )
+    allow = {HOST_LINKS_ENV: "true"}
     pushns(host)
     try:
-        invoke("ADD", pod_net, conf)
+        with pytest.raises(CNIError, match="'linksInContainer': false would move node links"):
+            invoke("ADD", pod_net, conf)  # the NAD's allowHostLinks alone is not enough
+        assert link_details(pod_net, "hl1") is None
+        invoke("ADD", pod_net, conf, extra_env=allow)
         assert link_details(pod_net, "hl1") is not None
         assert link_details(pod_net, "bond0") is not None
-        invoke("DEL", pod_net, conf)
+        invoke("DEL", pod_net, conf, extra_env=allow)
     finally:
         popns()
     assert link_details(pod_net, "hl1") is None

@@ -22,15 +22,16 @@ from typing import Any
 
 import pytest
 
+from cni.core.config import LOG_DIR
 from cni.helper import wire
 from tests.cni.conftest import bond_config, require
 from tests.cni.helper_rig import (
     BOND,
-    GATE,
-    GATE_ON,
     GATED_IPAM,
+    IPAM_PLUGINS,
     Helper,
     call,
+    gate_args,
     gated_ipam,
     processes_naming,
     running_helper,
@@ -121,19 +122,23 @@ def _rogue_ipam(directory: Path, marker: Path) -> Path:
     return directory
 
 
-def test_the_caller_cannot_choose_what_the_helper_execs(helper: Helper, tmp_path: Path) -> None:
+def test_the_caller_cannot_choose_what_the_helper_execs(tmp_path: Path) -> None:
     """The escalation of issue #10: any root process reaching the socket sent DEL with
     CNI_PATH=/bin and `ipam.type: "sh"`, and the helper ran a shell. Now IPAM plugins come only
-    from the helper's --cni-path (here /usr/lib/cni, where no `sh` is)."""
+    from the helper's --cni-path (here /usr/lib/cni, where no `sh` is), even for a name its
+    --ipam-plugins allows (issue 21 refuses `sh` by default: test_helper_policy.py)."""
     marker = tmp_path / "ran"
     rogue = _rogue_ipam(tmp_path / "rogue", marker)
     conf = bond_config("1.0.0", ipam={"type": "sh"})
-    for cni_path in (str(rogue), "/bin", f"{rogue}:/usr/lib/cni"):
-        rc, out, err = call("DEL", conf, {**ENV, "CNI_PATH": cni_path}, socket=helper.socket)
-        assert (rc, out) == (0, b"")  # DEL never fails on IPAM it cannot find; it says so:
-        assert "IPAM plugin 'sh' not found in CNI_PATH '/usr/lib/cni'" in err
-        assert "gave no answer" not in err and not marker.exists()
-    assert helper.served("DEL") >= 3  # the helper answered: no fallback ran these in process
+    args = ("--cni-path", ENV["CNI_PATH"], "--ipam-plugins", "host-local,sh")
+    with running_helper(tmp_path / "run" / "helper.sock", *args) as helper:
+        for cni_path in (str(rogue), "/bin", f"{rogue}:/usr/lib/cni"):
+            env = {**ENV, "CNI_PATH": cni_path}
+            rc, out, err = call("DEL", conf, env, socket=helper.socket)
+            assert (rc, out) == (0, b"")  # DEL never fails on IPAM it cannot find; it says so:
+            assert "IPAM plugin 'sh' not found in CNI_PATH '/usr/lib/cni'" in err
+            assert "gave no answer" not in err and not marker.exists()
+        assert helper.served("DEL") == 3  # the helper answered: no fallback ran these in process
     # The plugin run by the runtime itself uses the runtime's CNI_PATH, as the spec says: the
     # same request in process does run `sh` (so this test would see the helper doing it).
     rc, _out, err = call("DEL", conf, {**ENV, "CNI_PATH": str(rogue)})
@@ -160,6 +165,26 @@ def test_log_file_only_in_the_log_folder(
     rc, out, err = call("DEL", conf, ENV, socket=helper.socket)
     assert (rc, out) == (0, b"") and f"cannot open logFile {node_log_file}" in err
     assert not outside.exists()
+
+
+def test_a_log_folder_that_is_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    """Issue 21: the plugin made the log folder with makedirs, which follows a symlink planted
+    as /var/log/bond-cni, so the append went wherever it pointed. Now the folder is opened
+    without following one: the logFile is not written (a warning says so), with or without the
+    helper. Each run has its own mount namespace, whose /var/log holds only that symlink."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    plant = f'mount -t tmpfs none /var/log && ln -s {elsewhere} {LOG_DIR} && exec "$0" "$@"'
+    planted = ["unshare", "--mount", "--propagation", "private", "sh", "-c", plant]
+    conf = bond_config("1.0.0", logFile=f"{LOG_DIR}/bond.log")
+    refused = f"cannot open logFile {LOG_DIR}/bond.log"
+    rc, out, err = call("DEL", conf, ENV, user=planted)
+    assert (rc, out) == (0, b"") and refused in err, err
+    with running_helper(tmp_path / "run" / "helper.sock", user=planted) as helper:
+        rc, out, err = call("DEL", conf, ENV, socket=helper.socket)
+        assert (rc, out) == (0, b"") and refused in err, err
+        assert helper.served("DEL") == 1
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_a_request_over_the_cap_runs_in_process_unsent(helper: Helper) -> None:
@@ -285,9 +310,10 @@ def test_a_request_past_its_timeout_is_rolled_back_and_answered(tmp_path: Path) 
     os.mkfifo(gate)
     ipam = {"type": GATED_IPAM, "subnet": "192.0.2.0/24", "dataDir": str(tmp_path / "ipam")}
     conf = bond_config("1.0.0", ipam=ipam)
-    env = {**ENV, GATE: str(gate), GATE_ON: "DEL"}
+    env = {**ENV, **gate_args(gate, "DEL")}
     sock = tmp_path / "run" / "helper.sock"
-    with running_helper(sock, "--cni-path", str(bin_dir), "--request-timeout", "2") as helper:
+    args = ("--cni-path", str(bin_dir), "--request-timeout", "2", "--ipam-plugins", IPAM_PLUGINS)
+    with running_helper(sock, *args) as helper:
         rc, out, err = call("DEL", conf, env, socket=helper.socket)
         error = json.loads(out)
         assert rc == 1 and error["code"] == 11, (out, err)

@@ -4,8 +4,10 @@ Real parts throughout: `bin/bond serve` and the static client `bin/bond`, kernel
 namespaces (tests/rigs/netns.py), Debian's host-local for leases. Two stand-ins, each for a fault
 that cannot be had on demand: `gated-host-local` (helper_rig.gated_ipam), the real host-local
 that then waits at a FIFO, so a request hangs where a test wants it; and the plugin's test-only
-kill point (cni.plugin.commands.KILL_AFTER), which SIGKILLs the plugin right after a named step
-of ADD. Every kill here is a real SIGKILL, every timeout the helper's own SIGALRM.
+kill point (cni.plugin.faults.KILL_AFTER), which SIGKILLs the plugin right after a named step
+of ADD: only the helper run from this source tree has it (the built bin/bond leaves it out, as
+test_the_shipped_helper_ignores_the_kill_point shows). Every kill here is a real SIGKILL, every
+timeout the helper's own SIGALRM.
 
 One VM per pytest run: select this module alone (`pytest -m kernel tests/cni/test_helper_kernel.py`)
 to run the matrix; it also runs with the rest of the kernel tier.
@@ -29,15 +31,16 @@ from typing import Any
 import pytest
 
 from cni.helper import wire
-from cni.plugin.commands import KILL_AFTER
+from cni.plugin.faults import KILL_AFTER
 from tests.cni.conftest import bond_config, require
 from tests.cni.helper_rig import (
     BOND,
-    GATE,
-    GATE_ON,
+    FROM_SOURCE,
     GATED_IPAM,
+    IPAM_PLUGINS,
     Helper,
     call,
+    gate_args,
     gated_ipam,
     processes_naming,
     running_helper,
@@ -77,7 +80,14 @@ def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _serve_args(bin_dir: Path) -> list[str]:
     # The helper ignores the caller's CNI_PATH: the gated IPAM is found through its own.
-    return ["--cni-path", f"{bin_dir}:/usr/lib/cni", "--request-timeout", str(TIMEOUT)]
+    return [
+        "--cni-path",
+        f"{bin_dir}:/usr/lib/cni",
+        "--request-timeout",
+        str(TIMEOUT),
+        "--ipam-plugins",
+        IPAM_PLUGINS,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +96,16 @@ def helper(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path) -> Iterator[
     # Room for the 100 concurrent clients below, so that each is answered by the helper.
     args = [*_serve_args(bin_dir), "--max-children", "128"]
     with running_helper(sock, *args, start_timeout=START) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def source_helper(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path) -> Iterator[Helper]:
+    """The helper from this source tree: the one with the kill points."""
+    sock = tmp_path_factory.mktemp("source-helper") / "run" / "helper.sock"
+    with running_helper(
+        sock, *_serve_args(bin_dir), start_timeout=START, plugin=FROM_SOURCE
+    ) as running:
         yield running
 
 
@@ -120,7 +140,7 @@ def _env(net: PodNet, container: str = "c1", **extra: str) -> dict[str, str]:
 
 def _gated(net: PodNet, gate: Path) -> dict[str, str]:
     """The call's environment, with which gated-host-local waits at `gate` during ADD."""
-    return _env(net, **{GATE: str(gate), GATE_ON: "ADD"})
+    return _env(net, **gate_args(gate, "ADD"))
 
 
 def _leases(data_dir: Path) -> list[str]:
@@ -569,8 +589,9 @@ def _host_links() -> list[str]:
 
 @pytest.mark.parametrize("step", ADD_STEPS)
 def test_the_plugin_killed_after_a_step_of_add_then_del_leaves_nothing(
-    pod_net: PodNet, helper: Helper, tmp_path: Path, step: str
+    pod_net: PodNet, source_helper: Helper, tmp_path: Path, step: str
 ) -> None:
+    helper = source_helper
     conf = _conf(tmp_path / "ipam")
     kills = helper.log().count("killed by signal 9")
     rc, out, err = call("ADD", conf, _env(pod_net, **{KILL_AFTER: step}), socket=helper.socket)
@@ -588,6 +609,24 @@ def test_the_plugin_killed_after_a_step_of_add_then_del_leaves_nothing(
     assert bool(_leases(tmp_path / "ipam")) == past_ipam
     assert call("DEL", conf, _env(pod_net), socket=helper.socket) == (0, b"", "")
     _nothing_left(pod_net, tmp_path / "ipam")
+
+
+def test_the_shipped_helper_ignores_the_kill_point(
+    pod_net: PodNet, helper: Helper, tmp_path: Path
+) -> None:
+    """Issue 21: a caller set BOND_CNI_TEST_KILL_AFTER and the plugin killed itself part way,
+    so no rollback ran. The built bin/bond has no kill points: through its helper and in
+    process, an ADD with it set to the first step makes the whole bond, as without it."""
+    conf = _conf(tmp_path / "ipam", "host-local")
+    env = _env(pod_net, **{KILL_AFTER: ADD_STEPS[0]})
+    kills = helper.log().count("killed by signal 9")
+    for through in (helper.socket, None):
+        rc, out, err = call("ADD", conf, env, socket=through)
+        assert rc == 0 and "running in process" not in err, (out, err)
+        _added_right(out, pod_net)
+        assert call("DEL", conf, env, socket=through) == (0, b"", "")
+        _nothing_left(pod_net, tmp_path / "ipam")
+    assert helper.log().count("killed by signal 9") == kills
 
 
 def test_the_plugin_killed_from_outside_during_ipam_add_then_del_leaves_nothing(
