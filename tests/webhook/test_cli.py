@@ -134,6 +134,17 @@ def _workers_on(pid: int, port: int) -> int:
     return count
 
 
+def _unread_by_server(port: int, client_port: int) -> int | None:
+    """Bytes waiting in the receive queue of the server's side of our connection (/proc/net/tcp),
+    or None while the kernel lists no such socket."""
+    local, remote = f"0100007F:{port:04X}", f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
 def test_serve_drains_an_in_flight_request_on_sigterm(tmp_path: Path) -> None:
     args, ctx, port = _serve(tmp_path)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -149,7 +160,15 @@ def test_serve_drains_an_in_flight_request_on_sigterm(tmp_path: Path) -> None:
                 "POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\n\r\n"
             )
-            tls.sendall(head.encode() + body[:100])  # the request is now in flight
+            tls.sendall(head.encode() + body[:100])
+            # In flight once the server has read it: before that, SIGTERM finds an idle
+            # connection, which a graceful shutdown rightly closes at once.
+            client_port = tls.getsockname()[1]
+            poll(
+                lambda: _unread_by_server(port, client_port) == 0,
+                timeout=30,
+                what="the server to read the request's head",
+            )
             proc.send_signal(signal.SIGTERM)
             with pytest.raises(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.5)  # it waits for us
